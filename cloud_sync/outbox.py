@@ -1,0 +1,486 @@
+"""The durable outbox: an event is committed to SQLite before anyone is told it was accepted.
+
+One writer thread owns every write (appends, acknowledgements, evictions) and commits them in groups:
+callers that arrive while a commit is in flight share the next one, so eight concurrent producers pay
+for one fsync, not eight ("group commit"). The relay reads through its own connection
+(``OutboxReader``) and hands PUBACKed sequence numbers back with ``acknowledge``; rows leave the
+table only then.
+
+Bound policy (documented in docs/architecture.md): when ``max_rows`` or ``max_bytes`` would be exceeded,
+low-value events (status, telemetry) are evicted oldest-first to make room. If that is not enough, the new
+event is refused with ``OutboxFull`` — protected events (sales, sign-ups, reservations, taps, …) are never
+evicted — and the ``outbox_full`` alarm is raised until the backlog drains below 90 % of the bound.
+Every eviction and refusal is logged and counted; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Engine, func, select, text
+
+from cloud_sync.envelope import SignedMessage, Signer
+from cloud_sync.errors import CloudSyncError, OutboxClosed, OutboxFull
+from cloud_sync.messages import EventClass, event_class, validate_body
+from cloud_sync.schema import counters, outbox
+from cloud_sync.store import open_engine
+
+log = logging.getLogger(__name__)
+
+#: Most requests folded into one transaction; bounds the latency a large burst adds to its first caller.
+MAX_GROUP = 512
+#: The alarm clears once the backlog is below this share of the bound (hysteresis, so it does not flap).
+CLEAR_RATIO = 0.9
+
+
+class OutboxUnavailable(CloudSyncError, OSError):  # noqa: N818
+    """The database refused the write (disk full, I/O error); the event was not accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The outbox bound; both apply."""
+
+    max_rows: int = 1_000_000
+    max_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class OutboxStats:
+    """A consistent snapshot of the backlog for status pages, metrics and the CLI."""
+
+    depth: int
+    bytes: int
+    by_type: dict[str, int]
+    oldest_created: float | None
+    last_seq: int
+    full: bool
+    evicted: dict[str, int]
+    refused: dict[str, int]
+
+    def oldest_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest queued event was accepted (0 when empty)."""
+        if self.oldest_created is None:
+            return 0.0
+        return max(0.0, (now or time.time()) - self.oldest_created)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """One row as the relay needs it."""
+
+    seq: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Append:
+    event_type: str
+    body: dict[str, Any]
+    future: Future[SignedMessage] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _Ack:
+    seqs: list[int]
+    future: Future[None] | None = None
+
+
+_SENTINEL = object()
+_INSERT_HEAD = "INSERT INTO outbox (seq, event_id, event_type, evictable, created_at, topic, payload) VALUES "
+_SAVE_SEQ = (
+    "INSERT INTO counters (name, value) VALUES ('last_seq', ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+)
+_OLDEST_EVICTABLE = "SELECT seq FROM outbox WHERE evictable = 1 ORDER BY seq LIMIT ?"
+_FETCH = "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?"
+
+
+class Outbox:
+    """Durable, bounded event queue; thread-safe for any number of producers and one relay."""
+
+    def __init__(
+        self,
+        path: Path,
+        signer: Signer,
+        topic_root: str,
+        limits: Limits | None = None,
+        *,
+        on_alarm: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._signer = signer
+        self._topic_prefix = f"{topic_root}/{signer.store}/{signer.node}/event/"
+        self.limits = limits or Limits()
+        self._on_alarm = on_alarm
+        self._engine: Engine = open_engine(path)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._listeners: list[Callable[[], None]] = []
+        self._closed = threading.Event()
+        self._lock = threading.Lock()  # guards the counters read by stats() from other threads
+        self._rows = 0
+        self._bytes = 0
+        self._by_type: Counter[str] = Counter()
+        self._evicted: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()
+        self._full = False
+        self._last_seq = 0
+        self._load_counters()
+        self._writer = threading.Thread(target=self._run_writer, name="outbox-writer", daemon=True)
+        self._writer.start()
+
+    # -- producers -------------------------------------------------------------------------------
+
+    def accept(self, event_type: str, body: dict[str, Any]) -> SignedMessage:
+        """Validate, seal and durably store one event; returns only after the commit is on disk.
+
+        Raises ``EnvelopeError`` for a bad body, ``OutboxFull`` when the bound refuses it,
+        ``OutboxUnavailable`` when the disk refused it and ``OutboxClosed`` during shutdown.
+        """
+        request = self.submit(event_type, body)
+        return request.result()
+
+    def submit(self, event_type: str, body: dict[str, Any]) -> Future[SignedMessage]:
+        """Like ``accept`` but returns a future; the event counts as accepted only once it resolves."""
+        clean = validate_body(event_type, body)
+        if self._closed.is_set():
+            raise OutboxClosed("the outbox is closing and accepts no new events")
+        request = _Append(event_type, clean)
+        self._queue.put(request)
+        return request.future
+
+    # -- relay -----------------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the writer thread, keep it cheap) after each commit that added events."""
+        self._listeners.append(callback)
+
+    def acknowledge(self, seqs: Iterable[int], *, wait: bool = False) -> None:
+        """Remove delivered events; batched into the writer's next transaction."""
+        items = list(seqs)
+        if not items:
+            return
+        future: Future[None] | None = Future() if wait else None
+        self._queue.put(_Ack(items, future))
+        if future is not None:
+            future.result()
+
+    def reader(self) -> OutboxReader:
+        """A read-only cursor over the backlog for one thread (the relay); close it when done."""
+        return OutboxReader(self._engine)
+
+    def seal_presence(self, body: dict[str, Any]) -> SignedMessage:
+        """Sign a presence message (not queued: it is retained state, not an event) at the current seq."""
+        return self._signer.seal("presence", self._last_seq, body)
+
+    # -- introspection -----------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number committed so far (survives restarts)."""
+        return self._last_seq
+
+    def stats(self) -> OutboxStats:
+        """Counters kept by the writer plus the oldest row's age from the database."""
+        with self._engine.connect() as conn:
+            oldest = conn.execute(select(outbox.c.created_at).order_by(outbox.c.seq).limit(1)).scalar()
+        with self._lock:
+            return OutboxStats(
+                depth=self._rows,
+                bytes=self._bytes,
+                by_type=dict(self._by_type),
+                oldest_created=oldest,
+                last_seq=self._last_seq,
+                full=self._full,
+                evicted=dict(self._evicted),
+                refused=dict(self._refused),
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Finish what is queued, refuse what comes after, close the database. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._queue.put(_SENTINEL)
+        self._writer.join(timeout)
+        if self._writer.is_alive():
+            raise RuntimeError("outbox writer did not stop within %.1f s" % timeout)
+        self._engine.dispose()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writer thread -----------------------------------------------------------------------------
+
+    def _load_counters(self) -> None:
+        with self._engine.connect() as conn:
+            for etype, count, size in conn.execute(
+                select(outbox.c.event_type, func.count(), func.coalesce(func.sum(func.length(outbox.c.payload)), 0))
+                .group_by(outbox.c.event_type)
+            ):
+                self._by_type[etype] = int(count)
+                self._rows += int(count)
+                self._bytes += int(size)
+            stored = conn.execute(select(counters.c.value).where(counters.c.name == "last_seq")).scalar()
+            max_seq = conn.execute(select(func.max(outbox.c.seq))).scalar()
+            self._last_seq = max(int(stored or 0), int(max_seq or 0))
+        self._full = self._over_clear_mark()
+
+    def _run_writer(self) -> None:
+        # The hot path talks to the DB-API connection directly: SQLAlchemy Core costs ~80 us per
+        # statement here, more than the rows themselves; schema and reads stay with SQLAlchemy.
+        pooled = self._engine.raw_connection()
+        conn = cast(sqlite3.Connection, pooled.driver_connection)
+        try:
+            stop = False
+            while not stop:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_GROUP:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if _SENTINEL in batch:
+                    stop = True
+                    batch = [item for item in batch if item is not _SENTINEL]
+                    batch.extend(self._drain_remaining())
+                if batch:
+                    self._commit_batch(conn, batch)
+        finally:
+            pooled.close()
+
+    def _drain_remaining(self) -> list[Any]:
+        rest: list[Any] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return rest
+            if item is not _SENTINEL:
+                rest.append(item)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        appends = [item for item in batch if isinstance(item, _Append)]
+        acks = [item for item in batch if isinstance(item, _Ack)]
+        saved = (self._rows, self._bytes, self._by_type.copy(), self._last_seq, self._evicted.copy())
+        accepted: list[tuple[_Append, SignedMessage]] = []
+        refused: list[tuple[_Append, Exception]] = []
+        try:
+            seqs = [seq for ack in acks for seq in ack.seqs]
+            if seqs:
+                self._delete(conn, seqs)
+            pending: list[tuple[Any, ...]] = []
+            now = time.time()
+            for request in appends:
+                message = self._place(conn, request, pending, now)
+                if isinstance(message, Exception):
+                    refused.append((request, message))
+                else:
+                    accepted.append((request, message))
+            if pending:
+                _insert_rows(conn, pending)
+            if accepted:
+                conn.execute(_SAVE_SEQ, (self._last_seq,))
+            conn.commit()
+        except Exception as exc:  # the database refused: nothing of this batch is durable
+            conn.rollback()
+            with self._lock:
+                self._rows, self._bytes, self._by_type, self._last_seq, self._evicted = saved
+            log.error("outbox write failed, %d event(s) not accepted: %s", len(appends), exc)
+            failure = OutboxUnavailable(f"outbox write failed: {exc}")
+            for request in appends:
+                request.future.set_exception(failure)
+            for ack in acks:
+                if ack.future is not None:
+                    ack.future.set_exception(failure)
+            return
+        for request, message in accepted:
+            request.future.set_result(message)
+        for request, error in refused:
+            request.future.set_exception(error)
+        for ack in acks:
+            if ack.future is not None:
+                ack.future.set_result(None)
+        self._update_alarm()
+        if accepted:
+            for listener in self._listeners:
+                listener()
+
+    def _place(
+        self, conn: sqlite3.Connection, request: _Append, pending: list[tuple[Any, ...]], now: float
+    ) -> SignedMessage | Exception:
+        """Seal ``request`` and reserve room for it, evicting low-value rows if the bound needs it."""
+        seq = self._last_seq + 1
+        message = self._signer.seal(request.event_type, seq, request.body)
+        size = len(message.payload)
+        if not self._fits(size):
+            if pending:  # evictions must see this batch's rows too
+                _insert_rows(conn, pending)
+                pending.clear()
+            self._evict(conn, size)
+        if not self._fits(size):
+            with self._lock:
+                self._refused[request.event_type] += 1
+            if event_class(request.event_type) is EventClass.LOW_VALUE:
+                log.warning("outbox full: dropped a %s event (nothing older to evict)", request.event_type)
+            else:
+                log.error("outbox full: refused a %s event", request.event_type)
+            self._set_full(True)
+            return OutboxFull(request.event_type, self._rows, self._bytes)
+        evictable = event_class(request.event_type) is EventClass.LOW_VALUE
+        topic = self._topic_prefix + request.event_type
+        pending.append((seq, message.id, request.event_type, evictable, now, topic, message.payload))
+        with self._lock:
+            self._last_seq = seq
+            self._rows += 1
+            self._bytes += size
+            self._by_type[request.event_type] += 1
+        return message
+
+    def _fits(self, size: int) -> bool:
+        return self._rows + 1 <= self.limits.max_rows and self._bytes + size <= self.limits.max_bytes
+
+    def _evict(self, conn: sqlite3.Connection, size: int) -> None:
+        while not self._fits(size):
+            limit = max(64, self._rows + 1 - self.limits.max_rows)
+            victims = [row[0] for row in conn.execute(_OLDEST_EVICTABLE, (limit,))]
+            if not victims:
+                return
+            removed = self._delete(conn, victims)
+            for etype, count in removed.items():
+                self._evicted[etype] += count
+                log.warning("outbox bound reached: evicted %d oldest %s event(s)", count, etype)
+
+    def _delete(self, conn: sqlite3.Connection, seqs: list[int]) -> Counter[str]:
+        removed: Counter[str] = Counter()
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(  # noqa: S608 - only "?" placeholders are interpolated
+                f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING event_type, length(payload)", chunk
+            ).fetchall()
+            with self._lock:
+                for etype, size in rows:
+                    self._rows -= 1
+                    self._bytes -= int(size)
+                    self._by_type[etype] -= 1
+                    if self._by_type[etype] <= 0:
+                        del self._by_type[etype]
+                    removed[etype] += 1
+        return removed
+
+    def _over_clear_mark(self) -> bool:
+        return (
+            self._rows >= self.limits.max_rows * CLEAR_RATIO
+            or self._bytes >= self.limits.max_bytes * CLEAR_RATIO
+        )
+
+    def _update_alarm(self) -> None:
+        if self._full and not self._over_clear_mark():
+            self._set_full(False)
+
+    def _set_full(self, full: bool) -> None:
+        if full == self._full:
+            return
+        self._full = full
+        if full:
+            log.error(
+                "ALARM outbox_full: bound reached (%d/%d events, %d/%d bytes); protected events are refused",
+                self._rows, self.limits.max_rows, self._bytes, self.limits.max_bytes,
+            )
+        else:
+            log.warning("alarm outbox_full cleared: backlog below %d%% of the bound", int(CLEAR_RATIO * 100))
+        if self._on_alarm is not None:
+            self._on_alarm(full)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    # One multi-row INSERT per chunk instead of executemany: a single statement step, so the writer
+    # gives up the GIL once per chunk rather than once per row (which costs a re-acquisition each time
+    # producers are waiting).
+    for start in range(0, len(rows), 128):
+        chunk = rows[start : start + 128]
+        values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        conn.execute(_INSERT_HEAD + values, [value for row in chunk for value in row])
+
+
+class OutboxReader:
+    """Streams the backlog in ``seq`` order in bounded batches, never the whole table at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._pooled = engine.raw_connection()
+        self._conn = cast(sqlite3.Connection, self._pooled.driver_connection)
+
+    def fetch_after(self, seq: int, limit: int) -> list[QueuedEvent]:
+        """Up to ``limit`` events with a sequence number above ``seq``."""
+        rows = self._conn.execute(_FETCH, (seq, limit)).fetchall()
+        self._conn.rollback()  # end the read transaction so the WAL can be checkpointed
+        return [QueuedEvent(s, t, p) for s, t, p in rows]
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._pooled.close()
+
+
+def read_stats(path: Path) -> OutboxStats | None:
+    """Backlog figures straight from the file, for ``kiosk-edge outbox`` when no node is running.
+
+    Opens without migrating and without the writer, so it never changes the database; returns None
+    when the file does not exist yet.
+    """
+    if not path.exists():
+        return None
+    engine = open_engine(path, migrate=False)
+    try:
+        with engine.connect() as conn:
+            has = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name='outbox'")).first()
+            if not has:
+                return None
+            by_type = {
+                str(t): int(c)
+                for t, c in conn.execute(select(outbox.c.event_type, func.count()).group_by(outbox.c.event_type))
+            }
+            size = conn.execute(select(func.coalesce(func.sum(func.length(outbox.c.payload)), 0))).scalar()
+            oldest = conn.execute(select(outbox.c.created_at).order_by(outbox.c.seq).limit(1)).scalar()
+            last = conn.execute(select(counters.c.value).where(counters.c.name == "last_seq")).scalar()
+    finally:
+        engine.dispose()
+    return OutboxStats(
+        depth=sum(by_type.values()),
+        bytes=int(size or 0),
+        by_type=by_type,
+        oldest_created=oldest,
+        last_seq=int(last or 0),
+        full=False,
+        evicted={},
+        refused={},
+    )
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes the database occupies on disk, including its WAL and shared-memory files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        candidate = path.with_name(path.name + suffix)
+        if candidate.exists():
+            total += candidate.stat().st_size
+    return total
+
+
+__all__ = ["Limits", "Outbox", "OutboxClosed", "OutboxFull", "OutboxReader", "OutboxStats", "QueuedEvent"]

@@ -1,0 +1,1 @@
+"""Device protocols and their back ends; hardware libraries are imported only inside their back end."""

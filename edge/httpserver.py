@@ -1,0 +1,53 @@
+"""Serving a WSGI app with waitress (a production server) on a thread this object owns."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from waitress.server import create_server
+
+from edge.errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+
+class PortUnavailable(EdgeError, OSError):  # noqa: N818
+    """The configured port cannot be bound; the message names the setting."""
+
+
+class WsgiServer:
+    """One listening socket, one serving thread; ``stop`` closes every connection and joins."""
+
+    def __init__(self, app: Any, host: str, port: int, *, name: str, setting: str, threads: int = 4) -> None:
+        self.name = name
+        try:
+            self._server = create_server(
+                app, host=host, port=port, threads=threads, ident=None, clear_untrusted_proxy_headers=True,
+                channel_timeout=30, asyncore_loop_timeout=0.2,
+            )
+        except OSError as exc:
+            raise PortUnavailable(f"{setting} {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+        self._thread = threading.Thread(target=self._server.run, name=f"http-{name}", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 was asked for)."""
+        return int(self._server.effective_port)  # type: ignore[union-attr]
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+        log.info("%s listening on http://%s:%d", self.name, self._server.effective_host, self.port)  # type: ignore[union-attr]
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Close the listener and every open connection, then wait for the thread. Idempotent."""
+        server = self._server
+        for channel in list(server._map.values()):  # type: ignore[union-attr]
+            channel.close()
+        server.task_dispatcher.shutdown(timeout=timeout)  # type: ignore[union-attr]
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"{self.name} server thread did not stop within {timeout:.1f} s")

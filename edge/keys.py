@@ -1,0 +1,135 @@
+"""The node's two kinds of secret, kept apart.
+
+* The **signing key** (Ed25519, one per node) proves to the central receiver which node sent a message.
+* The **pseudonymisation key** (32+ random bytes, one per *chain*) turns card UIDs and barcodes into
+  identity tokens; the same key on every node makes the same card the same token in every store. It is
+  provisioned from a file named in the config; only a standalone node generates its own.
+
+Both live in the data directory (0700) with mode 0600 and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from cloud_sync.envelope import encode_public_key
+from edge.errors import KeyFileError
+
+log = logging.getLogger(__name__)
+
+SIGNING_KEY_FILE = "node-signing.key"
+PSEUDONYM_KEY_FILE = "pseudonym.key"
+MIN_PSEUDONYM_KEY_BYTES = 32
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create the data directory with mode 0700 (and tighten it if it already exists and is ours)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
+    return path
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file that is 0600 from its first byte (never briefly world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_secret(path: Path, *, forbidden: int = 0o077) -> bytes:
+    """Read a secret file, refusing one whose mode grants any of the ``forbidden`` bits."""
+    try:
+        mode = path.stat().st_mode
+        if mode & forbidden:
+            raise KeyFileError(f"{path} is readable by other users (mode {mode & 0o777:o}); chmod 600 it")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"{path} does not exist; run 'kiosk-edge keys init'") from exc
+    except PermissionError as exc:
+        raise KeyFileError(f"{path} is not readable by this user") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    """What ``init_keys`` did, for the CLI to report."""
+
+    created_signing: bool
+    created_pseudonym: bool
+    pseudonym_source: Path
+
+
+def init_keys(data_dir: Path, pseudonym_key_file: Path | None) -> InitResult:
+    """Create the keys that are missing; never overwrite one."""
+    ensure_data_dir(data_dir)
+    signing = data_dir / SIGNING_KEY_FILE
+    created_signing = False
+    if not signing.exists():
+        pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        write_secret(signing, pem)
+        created_signing = True
+        log.info("created the node signing key %s", signing)
+    created_pseudonym = False
+    if pseudonym_key_file is not None:
+        source = pseudonym_key_file
+    else:
+        source = data_dir / PSEUDONYM_KEY_FILE
+        if not source.exists():
+            write_secret(source, secrets.token_hex(32).encode() + b"\n")
+            created_pseudonym = True
+            log.warning(
+                "standalone node: generated a random pseudonymisation key %s; identity tokens will not "
+                "match other stores' (set identity.pseudonym_key_file to the chain's key for that)",
+                source,
+            )
+    load_pseudonym_key(source)  # validate whichever we use
+    return InitResult(created_signing, created_pseudonym, source)
+
+
+def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The node's Ed25519 private key."""
+    path = data_dir / SIGNING_KEY_FILE
+    data = read_secret(path)
+    try:
+        key = load_pem_private_key(data, password=None)
+    except ValueError as exc:
+        raise KeyFileError(f"{path} is not a PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def public_key_text(data_dir: Path) -> str:
+    """The one-line public key to register centrally (``kiosk-central nodes add``)."""
+    return encode_public_key(load_signing_key(data_dir).public_key())
+
+
+def load_pseudonym_key(path: Path) -> bytes:
+    """The chain key: hex (64+ digits) or raw bytes (32+), surrounding whitespace ignored.
+
+    Group-readable is allowed (provisioning may share it with the service's group); world-readable is not.
+    """
+    data = read_secret(path, forbidden=0o007)
+    text = data.strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = data
+    if len(key) < MIN_PSEUDONYM_KEY_BYTES:
+        raise KeyFileError(f"{path} holds {len(key)} bytes; a pseudonymisation key needs at least 32")
+    return key

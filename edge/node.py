@@ -1,0 +1,289 @@
+"""Composition of the running node: who owns which thread, in which order things start and stop.
+
+Start order: keys → outbox → devices/intake → HTTP servers → relay → heartbeat.
+Stop order is the reverse of intake: devices and the control endpoint first (no new events), then the
+heartbeat, then the relay (which finishes in-flight publishes), and the database last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cloud_sync.envelope import SignedMessage, Signer
+from cloud_sync.errors import CloudSyncError
+from cloud_sync.messages import validate_body
+from cloud_sync.outbox import Limits, Outbox, disk_usage
+from cloud_sync.relay import Relay, RelayOptions, client_id_for
+from edge import __version__
+from edge.admin import create_admin_app
+from edge.config import Settings
+from edge.devices.base import Device
+from edge.devices.sim import MissingDevice, SimButton, SimCardReader, SimScanner
+from edge.httpserver import WsgiServer
+from edge.identity import Pseudonymizer
+from edge.intake import Intake
+from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
+from edge.metrics import NodeCollector, make_registry
+from kiosk_ui import KioskInfo, create_app
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.sqlite3"
+CONTROL_TOKEN_FILE = "control.token"
+
+
+def outbox_path(settings: Settings) -> Path:
+    """Where the node's SQLite outbox lives."""
+    return settings.data.dir / OUTBOX_FILE
+
+
+def relay_options(settings: Settings) -> RelayOptions:
+    """Translate validated settings into what the relay needs."""
+    m = settings.mqtt
+    broker = m.broker
+    root = m.topic_root
+    return RelayOptions(
+        host=broker.host,
+        port=broker.port,
+        client_id=client_id_for(settings.node.store, settings.node.id),
+        status_topic=f"{root}/{settings.node.store}/{settings.node.id}/status",
+        tls=m.ssl_context() if broker.tls else None,
+        username=broker.username,
+        password=broker.password,
+        keepalive=m.keepalive,
+        window=m.window,
+        connect_timeout=m.connect_timeout,
+        reconnect_min=m.reconnect_min,
+        reconnect_max=max(m.reconnect_min, m.reconnect_max),
+        display_url=broker.display(),
+    )
+
+
+def write_control_token(data_dir: Path) -> str:
+    """A fresh random token for the control endpoint, readable only by the node's user."""
+    token = secrets.token_urlsafe(32)
+    target = data_dir / CONTROL_TOKEN_FILE
+    tmp = target.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
+    tmp.replace(target)
+    return token
+
+
+class Node:
+    """The running node; ``start`` and ``stop`` are its whole lifecycle."""
+
+    def __init__(self, settings: Settings, *, simulate: bool = False) -> None:
+        self.settings = settings
+        self.simulate = simulate
+        self._stack = contextlib.ExitStack()
+        self._stopping = threading.Event()
+        self._started_at = time.time()
+        self.outbox: Outbox
+        self.relay: Relay
+        self._devices: list[Device] = []
+        self._reader: SimCardReader | None = None
+        self._scanner: SimScanner | None = None
+        self._button: SimButton | None = None
+        self._heartbeat: threading.Thread | None = None
+        self.admin_port = 0
+        self.kiosk_port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring everything up; on any failure, what was started is stopped again before raising."""
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self) -> None:
+        s = self.settings
+        data_dir = ensure_data_dir(s.data.dir)
+        keys = init_keys(data_dir, s.identity.pseudonym_key_file)
+        if keys.created_signing:
+            log.info("first start: created the node's signing key; register it centrally with "
+                     "'kiosk-central nodes add %s %s $(kiosk-edge keys show)'", s.node.store, s.node.id)
+        signer = Signer(load_signing_key(data_dir), s.node.store, s.node.id)
+        pseudonymizer = Pseudonymizer(load_pseudonym_key(keys.pseudonym_source))
+
+        self.outbox = Outbox(
+            outbox_path(s), signer, s.mqtt.topic_root,
+            Limits(max_rows=s.outbox.max_rows, max_bytes=s.outbox.max_bytes),
+            on_alarm=self._on_alarm,
+        )
+        self._stack.callback(self.outbox.close)
+        stats = self.outbox.stats()
+        log.info("outbox %s: %d event(s) queued, last seq %d", outbox_path(s), stats.depth, stats.last_seq)
+
+        intake = Intake(self.outbox, pseudonymizer)
+        if self.simulate:
+            self._reader = SimCardReader(intake.card_tapped)
+            self._scanner = SimScanner(intake.code_scanned)
+            self._button = SimButton(intake.assistance_requested)
+            self._devices = [self._reader, self._scanner, self._button]
+        else:
+            # Real back ends (pyscard, evdev, gpiozero) come with the device issue; until then the node
+            # runs without devices and reports them absent rather than refusing to start.
+            self._devices = [MissingDevice("nfc-reader"), MissingDevice("scanner"), MissingDevice("gpio")]
+        for device in self._devices:
+            device.start()
+            self._stack.callback(device.close)
+
+        self.relay = Relay(relay_options(s), self.outbox, self._presence)
+
+        token = write_control_token(data_dir)
+        collector = NodeCollector(self.outbox, self.relay, self.device_states)
+        admin = WsgiServer(
+            create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
+            "127.0.0.1", s.admin.port, name="admin endpoint", setting="admin.port",
+        )
+        kiosk = WsgiServer(
+            create_app(KioskInfo(s.node.store, s.node.id, __version__)),
+            "127.0.0.1", s.kiosk.port, name="kiosk", setting="kiosk.port",
+        )
+        admin.start()
+        self._stack.callback(admin.stop)
+        kiosk.start()
+        self._stack.callback(kiosk.stop)
+        self.admin_port, self.kiosk_port = admin.port, kiosk.port
+
+        self.relay.start()
+        self._stack.callback(self.relay.stop)
+        self._heartbeat = threading.Thread(target=self._run_heartbeat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+        self._stack.callback(self._stop_heartbeat)
+        log.info("node %s/%s running (%s devices), broker %s", s.node.store, s.node.id,
+                 "simulated" if self.simulate else "real", self.relay.options.display_url)
+
+    def stop(self) -> None:
+        """Stop intake, finish in-flight publishes, close the database. Idempotent."""
+        self._stopping.set()
+        self._stack.close()
+        log.info("node stopped")
+
+    def _stop_heartbeat(self) -> None:
+        self._stopping.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(2.0)
+
+    # -- simulator (the control endpoint's view of the devices) -------------------------------------
+
+    def tap(self, uid: bytes) -> SignedMessage:
+        """Inject a card tap into the simulated reader."""
+        assert self._reader is not None
+        return self._reader.tap(uid)  # type: ignore[return-value]
+
+    def scan(self, code: str) -> SignedMessage:
+        """Inject a scan into the simulated scanner."""
+        assert self._scanner is not None
+        return self._scanner.scan(code)  # type: ignore[return-value]
+
+    def press(self) -> SignedMessage:
+        """Inject a press of the simulated assistance button."""
+        assert self._button is not None
+        return self._button.press()  # type: ignore[return-value]
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def device_states(self) -> dict[str, str]:
+        """Each device's state by name."""
+        return {device.name: device.state for device in self._devices}
+
+    def alarms(self) -> list[str]:
+        """Active alarms, for status and presence."""
+        alarms = []
+        if self.outbox.stats().full:
+            alarms.append("outbox_full")
+        return alarms
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``kiosk-edge status`` shows, as JSON-ready data."""
+        stats = self.outbox.stats()
+        relay = self.relay.status()
+        alarms = ["outbox_full"] if stats.full else []
+        return {
+            "state": "degraded" if alarms or not relay.connected else "running",
+            "version": __version__,
+            "store": self.settings.node.store,
+            "node": self.settings.node.id,
+            "simulate": self.simulate,
+            "uptime_s": int(time.time() - self._started_at),
+            "alarms": alarms,
+            "broker": {
+                "url": relay.broker,
+                "connected": relay.connected,
+                "last_error": relay.last_error,
+                "reconnects": relay.reconnects,
+                "published": relay.published,
+                "acknowledged": relay.acknowledged,
+                "in_flight": relay.in_flight,
+            },
+            "outbox": {
+                "path": str(self.outbox.path),
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "disk_bytes": disk_usage(self.outbox.path),
+                "by_type": stats.by_type,
+                "oldest_age_s": round(stats.oldest_age(), 3),
+                "last_seq": stats.last_seq,
+                "full": stats.full,
+                "evicted": stats.evicted,
+                "refused": stats.refused,
+                "max_rows": self.outbox.limits.max_rows,
+                "max_bytes": self.outbox.limits.max_bytes,
+            },
+            "devices": self.device_states(),
+            "kiosk_url": f"http://127.0.0.1:{self.kiosk_port}/",
+        }
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _summary(self) -> dict[str, int]:
+        stats = self.outbox.stats()
+        return {"depth": stats.depth, "bytes": stats.bytes, "oldest_age_s": int(stats.oldest_age())}
+
+    def _presence(self, state: str, reason: str) -> SignedMessage:
+        body = validate_body("presence", {
+            "state": state,
+            "reason": reason,
+            "version": __version__,
+            "alarms": self.alarms(),
+            "outbox": self._summary(),
+        })
+        return self.outbox.seal_presence(body)
+
+    def _on_alarm(self, _active: bool) -> None:
+        # Called from the outbox writer: only flag the relay, never block here.
+        relay = getattr(self, "relay", None)
+        if relay is not None:
+            relay.refresh_presence()
+
+    def _run_heartbeat(self) -> None:
+        interval = self.settings.status.interval
+        while not self._stopping.wait(interval):
+            try:
+                self.outbox.accept("status", {
+                    "state": "degraded" if self.alarms() else "online",
+                    "version": __version__,
+                    "uptime_s": int(time.time() - self._started_at),
+                    "outbox": self._summary(),
+                    "alarms": self.alarms(),
+                    "devices": self.device_states(),
+                })
+            except CloudSyncError as exc:
+                log.warning("status heartbeat not queued: %s", exc)
