@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, func, select, text
 
-from cloud_sync.envelope import SignedMessage, Signer
+from cloud_sync.envelope import MAX_PAYLOAD_BYTES, SignedMessage, Signer
 from cloud_sync.errors import CloudSyncError, OutboxClosed, OutboxFull
 from cloud_sync.messages import EventClass, event_class, validate_body
 from cloud_sync.schema import counters, outbox
@@ -358,7 +358,9 @@ class Outbox:
 
     def _evict(self, conn: sqlite3.Connection, size: int) -> None:
         while not self._fits(size):
-            limit = max(64, self._rows + 1 - self.limits.max_rows)
+            # Evict no more than needed: each row is at most MAX_PAYLOAD_BYTES, so this never overshoots.
+            over_bytes = self._bytes + size - self.limits.max_bytes
+            limit = max(1, self._rows + 1 - self.limits.max_rows, over_bytes // MAX_PAYLOAD_BYTES)
             victims = [row[0] for row in conn.execute(_OLDEST_EVICTABLE, (limit,))]
             if not victims:
                 return

@@ -477,6 +477,7 @@ class Collector:
         self._messages: list[Message] = []
         self._ready = False
         self._sub_mid: int | None = None
+        self._connack_seen = False  # a CONNACK (good or bad) arrived on the current connection
         self.ready_count = 0  # subscriptions acknowledged (1 per successful (re)connect)
         self.connect_count = 0  # successful CONNACKs
         self.disconnect_count = 0
@@ -486,7 +487,12 @@ class Collector:
         self._stopped = False
 
         self._client, host, port = make_client(
-            url, client_id=self.client_id, tls=tls, client_cert=client_cert, certfile=certfile, keyfile=keyfile
+            url,
+            client_id=self.client_id,
+            tls=tls,
+            client_cert=client_cert,
+            certfile=certfile,
+            keyfile=keyfile,
         )
         self._client.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # paho annotates int
         self._client.on_connect = self._on_connect
@@ -502,7 +508,9 @@ class Collector:
         self._client.loop_start()
         if wait and not self.wait_ready(timeout):
             self.stop()
-            raise TimeoutError(f"collector could not subscribe on {url} within {timeout} s ({self.last_reason})")
+            raise TimeoutError(
+                f"collector could not subscribe on {url} within {timeout} s ({self.last_reason})"
+            )
 
     # -- paho callbacks (network thread) -----------------------------------------------------------
 
@@ -511,6 +519,7 @@ class Collector:
     ) -> None:
         with self._cond:
             self.last_reason = f"connack: {rc}"
+            self._connack_seen = True
             if rc.is_failure:
                 self.failure_count += 1
                 self._cond.notify_all()
@@ -544,8 +553,9 @@ class Collector:
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, rc: ReasonCode, _props: Any
     ) -> None:
         with self._cond:
-            if not self._ready and self._sub_mid is None:
+            if not self._connack_seen:
                 self.failure_count += 1  # dropped before CONNACK, e.g. refused at the TLS handshake
+            self._connack_seen = False
             self._ready = False
             self._sub_mid = None
             self.disconnect_count += 1
@@ -580,7 +590,7 @@ class Collector:
             return self._cond.wait_for(lambda: self.failure_count >= min_count, timeout)
 
     def wait_for(self, predicate: Callable[[list[Message]], bool], timeout: float = 5.0) -> bool:
-        """Wait until ``predicate(messages)`` is true; it gets the live list (read it, don't keep or change it).
+        """Wait until ``predicate(messages)`` is true; it gets the live list (read it, don't keep it).
 
         The predicate runs under the collector's lock after every message, so keep it cheap.
         """

@@ -156,10 +156,18 @@ class TcpTap:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pipe = _Pipe(client, upstream)
             pipe.threads = [
-                threading.Thread(target=self._pump, args=(pipe, client, upstream, self._up), daemon=True,
-                                 name=f"tcptap-{self.port}-up"),
-                threading.Thread(target=self._pump, args=(pipe, upstream, client, self._down), daemon=True,
-                                 name=f"tcptap-{self.port}-down"),
+                threading.Thread(
+                    target=self._pump,
+                    args=(pipe, client, upstream, self._up),
+                    daemon=True,
+                    name=f"tcptap-{self.port}-up",
+                ),
+                threading.Thread(
+                    target=self._pump,
+                    args=(pipe, upstream, client, self._down),
+                    daemon=True,
+                    name=f"tcptap-{self.port}-down",
+                ),
             ]
             with self._lock:
                 if self._closed:

@@ -50,7 +50,7 @@ class TlsMaterial:
 
 
 def make_tls_material(directory: Path, *, client_cn: str = DEFAULT_CLIENT_CN) -> TlsMaterial:
-    """Write ca.crt/ca.key, server.crt/server.key (SAN 127.0.0.1, ::1, localhost) and client.crt/client.key."""
+    """Write ca.crt/.key, server.crt/.key (SAN 127.0.0.1, ::1, localhost) and client.crt/.key to directory."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kiosk-edge test CA")])
