@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import BinaryIO
 
 import click
 
@@ -24,7 +25,7 @@ def cli() -> None:
 @cli.command("verify")
 @click.option("--pubkey", required=True, help="The node's key as printed by 'kiosk-edge keys show'.")
 @click.argument("message", type=click.File("rb"), default="-")
-def verify_cmd(pubkey: str, message: click.utils.LazyFile) -> None:
+def verify_cmd(pubkey: str, message: BinaryIO) -> None:
     """Verify one envelope (file or stdin): structure, body schema and signature. Exit 1 if invalid."""
     try:
         key = decode_public_key(pubkey)
@@ -38,8 +39,18 @@ def verify_cmd(pubkey: str, message: click.utils.LazyFile) -> None:
     except EnvelopeError as exc:
         click.echo(f"invalid: {exc}", err=True)
         sys.exit(1)
-    click.echo(json.dumps({"valid": True, "schema": doc["schema"], "id": doc["id"], "store": doc["store"],
-                           "node": doc["node"], "seq": doc["seq"]}))
+    click.echo(
+        json.dumps(
+            {
+                "valid": True,
+                "schema": doc["schema"],
+                "id": doc["id"],
+                "store": doc["store"],
+                "node": doc["node"],
+                "seq": doc["seq"],
+            }
+        )
+    )
 
 
 def main() -> None:

@@ -28,19 +28,23 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 #: Store and node ids appear in MQTT topics: no wildcards, no separators, no control characters.
 IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$")
 _FIELDS = ("schema", "id", "store", "node", "seq", "ts", "body")
 
 
 def canonical_json(obj: Any) -> bytes:
     """Serialise ``obj`` canonically (sorted keys, compact, UTF-8); floats are refused."""
     _reject_floats(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
 def _reject_floats(obj: Any) -> None:
     if isinstance(obj, float):
-        raise EnvelopeError("floating-point numbers are not allowed in messages (use integers, e.g. minor units)")
+        raise EnvelopeError(
+            "floating-point numbers are not allowed in messages (use integers, e.g. minor units)"
+        )
     if isinstance(obj, dict):
         for value in obj.values():
             _reject_floats(value)
@@ -98,22 +102,26 @@ class Signer:
 
     def __init__(self, key: Ed25519PrivateKey, store: str, node: str) -> None:
         for name, value in (("store", store), ("node", node)):
-            if not IDENT_RE.match(value):
+            if not IDENT_RE.fullmatch(value):
                 raise EnvelopeError(f"{name} id {value!r} is not a valid identifier")
         self._key = key
         self.store = store
         self.node = node
 
-    def seal(self, event_type: str, seq: int, body: dict[str, Any], *, ts: str | None = None) -> SignedMessage:
+    def seal(
+        self, event_type: str, seq: int, body: dict[str, Any], *, ts: str | None = None
+    ) -> SignedMessage:
         """Wrap ``body`` in an envelope with a fresh UUIDv7 and sign it."""
         schema = SCHEMA_PREFIX + event_type
+        event_id = new_event_id()
+        stamp = ts or utc_timestamp()
         envelope = {
             "schema": schema,
-            "id": new_event_id(),
+            "id": event_id,
             "store": self.store,
             "node": self.node,
             "seq": seq,
-            "ts": ts or utc_timestamp(),
+            "ts": stamp,
             "body": body,
         }
         canonical = canonical_json(envelope)
@@ -121,7 +129,7 @@ class Signer:
         # Append "sig" to the canonical bytes instead of serialising twice; verifiers drop it and
         # re-canonicalise, so its position does not matter.
         payload = canonical[:-1] + b',"sig":"' + signature + b'"}'
-        return SignedMessage(envelope["id"], seq, envelope["ts"], schema, payload)
+        return SignedMessage(event_id, seq, stamp, schema, payload)
 
 
 def parse(payload: bytes) -> dict[str, Any]:
@@ -142,11 +150,11 @@ def parse(payload: bytes) -> dict[str, Any]:
         raise EnvelopeError(f"envelope has unknown members {', '.join(extra)}")
     checks = (
         (isinstance(doc["schema"], str) and doc["schema"].startswith(SCHEMA_PREFIX), "schema"),
-        (isinstance(doc["id"], str) and _UUID7_RE.match(doc["id"]) is not None, "id (UUIDv7)"),
-        (isinstance(doc["store"], str) and IDENT_RE.match(doc["store"]) is not None, "store"),
-        (isinstance(doc["node"], str) and IDENT_RE.match(doc["node"]) is not None, "node"),
+        (isinstance(doc["id"], str) and _UUID7_RE.fullmatch(doc["id"]) is not None, "id (UUIDv7)"),
+        (isinstance(doc["store"], str) and IDENT_RE.fullmatch(doc["store"]) is not None, "store"),
+        (isinstance(doc["node"], str) and IDENT_RE.fullmatch(doc["node"]) is not None, "node"),
         (type(doc["seq"]) is int and doc["seq"] >= 0, "seq"),
-        (isinstance(doc["ts"], str) and _TS_RE.match(doc["ts"]) is not None, "ts (RFC 3339 UTC)"),
+        (isinstance(doc["ts"], str) and _TS_RE.fullmatch(doc["ts"]) is not None, "ts (RFC 3339 UTC)"),
         (isinstance(doc["body"], dict), "body"),
         (isinstance(doc["sig"], str), "sig"),
     )

@@ -217,7 +217,7 @@ class Outbox:
         self._queue.put(_SENTINEL)
         self._writer.join(timeout)
         if self._writer.is_alive():
-            raise RuntimeError("outbox writer did not stop within %.1f s" % timeout)
+            raise RuntimeError(f"outbox writer did not stop within {timeout:.1f} s")
         self._engine.dispose()
 
     def __enter__(self) -> Outbox:
@@ -231,8 +231,11 @@ class Outbox:
     def _load_counters(self) -> None:
         with self._engine.connect() as conn:
             for etype, count, size in conn.execute(
-                select(outbox.c.event_type, func.count(), func.coalesce(func.sum(func.length(outbox.c.payload)), 0))
-                .group_by(outbox.c.event_type)
+                select(
+                    outbox.c.event_type,
+                    func.count(),
+                    func.coalesce(func.sum(func.length(outbox.c.payload)), 0),
+                ).group_by(outbox.c.event_type)
             ):
                 self._by_type[etype] = int(count)
                 self._rows += int(count)
@@ -374,9 +377,8 @@ class Outbox:
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = conn.execute(  # noqa: S608 - only "?" placeholders are interpolated
-                f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING event_type, length(payload)", chunk
-            ).fetchall()
+            sql = f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING event_type, length(payload)"  # noqa: S608 - only "?" placeholders
+            rows = conn.execute(sql, chunk).fetchall()
             with self._lock:
                 for etype, size in rows:
                     self._rows -= 1
@@ -404,7 +406,10 @@ class Outbox:
         if full:
             log.error(
                 "ALARM outbox_full: bound reached (%d/%d events, %d/%d bytes); protected events are refused",
-                self._rows, self.limits.max_rows, self._bytes, self.limits.max_bytes,
+                self._rows,
+                self.limits.max_rows,
+                self._bytes,
+                self.limits.max_bytes,
             )
         else:
             log.warning("alarm outbox_full cleared: backlog below %d%% of the bound", int(CLEAR_RATIO * 100))
@@ -456,7 +461,9 @@ def read_stats(path: Path) -> OutboxStats | None:
                 return None
             by_type = {
                 str(t): int(c)
-                for t, c in conn.execute(select(outbox.c.event_type, func.count()).group_by(outbox.c.event_type))
+                for t, c in conn.execute(
+                    select(outbox.c.event_type, func.count()).group_by(outbox.c.event_type)
+                )
             }
             size = conn.execute(select(func.coalesce(func.sum(func.length(outbox.c.payload)), 0))).scalar()
             oldest = conn.execute(select(outbox.c.created_at).order_by(outbox.c.seq).limit(1)).scalar()

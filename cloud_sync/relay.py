@@ -131,7 +131,7 @@ class Relay:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                raise RuntimeError("mqtt relay did not stop within %.1f s" % timeout)
+                raise RuntimeError(f"mqtt relay did not stop within {timeout:.1f} s")
             self._thread = None
         self._wake_r.close()
         self._wake_w.close()
@@ -201,8 +201,11 @@ class Relay:
         now = time.monotonic()
         if now - self._last_logged.get(message, -ERROR_LOG_INTERVAL) >= ERROR_LOG_INTERVAL:
             self._last_logged[message] = now
-            log.warning("mqtt: %s; events stay queued, retrying (back-off up to %.0f s)", message,
-                        self.options.reconnect_max)
+            log.warning(
+                "mqtt: %s; events stay queued, retrying (back-off up to %.0f s)",
+                message,
+                self.options.reconnect_max,
+            )
         else:
             log.debug("mqtt: %s (retry in about %.1f s)", message, delay)
 
@@ -269,7 +272,7 @@ class _Session:
         """Connect, relay until the connection ends or the relay stops; True if CONNACK succeeded."""
         relay, o = self.relay, self.options
         client = self._client()
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0
         try:
             client.connect(o.host, o.port, o.keepalive, clean_start=True, properties=props)
@@ -282,7 +285,9 @@ class _Session:
         except ConnectionRefusedError:
             raise ConnectFailed(f"broker {o.display_url} refused the connection (is it running?)") from None
         except TimeoutError:
-            raise ConnectFailed(f"connecting to {o.display_url} timed out after {o.connect_timeout:g} s") from None
+            raise ConnectFailed(
+                f"connecting to {o.display_url} timed out after {o.connect_timeout:g} s"
+            ) from None
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {o.display_url} ({exc.strerror or exc})") from None
         try:
@@ -307,7 +312,10 @@ class _Session:
             readable, writable, _ = select.select([sock, relay._wake_r], wants, [], MISC_INTERVAL)
             if relay._wake_r in readable:
                 relay._drain_wake()
-            if sock in readable and client.loop_read(max_packets=self.options.window + 8) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if (
+                sock in readable
+                and client.loop_read(max_packets=self.options.window + 8) != MQTTErrorCode.MQTT_ERR_SUCCESS
+            ):
                 self.lost = True
             if sock in writable and not self.lost and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self.lost = True
@@ -398,7 +406,9 @@ class _Session:
             if sock in writable:
                 client.loop_write()
         if self.inflight:
-            log.warning("mqtt: stopping with %d unacknowledged publish(es); they stay queued", len(self.inflight))
+            log.warning(
+                "mqtt: stopping with %d unacknowledged publish(es); they stay queued", len(self.inflight)
+            )
         client.disconnect()
         with contextlib.suppress(Exception):
             client.loop_write()

@@ -38,7 +38,9 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
 def config_option(func: F) -> F:
     """``--config PATH`` on every command that reads the configuration."""
     return click.option(
-        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
         help="TOML configuration file (default /etc/kiosk-edge/edge.toml if present).",
     )(func)
 
@@ -62,7 +64,9 @@ def cli() -> None:
 
 @cli.command()
 @config_option
-@click.option("--simulate", is_flag=True, help="Use simulated devices and open the loopback control endpoint.")
+@click.option(
+    "--simulate", is_flag=True, help="Use simulated devices and open the loopback control endpoint."
+)
 def run(config_path: Path | None, simulate: bool) -> None:
     """Run the node until SIGTERM/SIGINT."""
     settings = settings_from(config_path)
@@ -121,8 +125,10 @@ def keys_init(config_path: Path | None) -> None:
     if settings.identity.pseudonym_key_file is not None:
         click.echo(f"pseudonymisation key: chain key from {result.pseudonym_source}")
     elif result.created_pseudonym:
-        click.echo(f"pseudonymisation key: created {result.pseudonym_source} — STANDALONE node: its identity "
-                   "tokens will not match other stores'; set identity.pseudonym_key_file for a chain")
+        click.echo(
+            f"pseudonymisation key: created {result.pseudonym_source} — STANDALONE node: its identity "
+            "tokens will not match other stores'; set identity.pseudonym_key_file for a chain"
+        )
     else:
         click.echo(f"pseudonymisation key: present (standalone) at {result.pseudonym_source}")
 
@@ -143,12 +149,18 @@ def keys_show(config_path: Path | None) -> None:
 # -- admin endpoint clients ----------------------------------------------------------------------------
 
 
-def admin_request(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None,
-                  *, token: str | None = None) -> tuple[int, dict[str, Any]]:
+def admin_request(
+    settings: Settings,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+) -> tuple[int, dict[str, Any]]:
     """Call the running node's loopback admin endpoint; NotRunning if nothing answers."""
     url = f"http://127.0.0.1:{settings.admin.port}{path}"
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - fixed http loopback URL
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -176,8 +188,10 @@ def _inject(config_path: Path | None, path: str, body: dict[str, Any]) -> None:
     try:
         token = token_file.read_text().strip()
     except FileNotFoundError:
-        fail(f"no node is running with data dir {settings.data.dir} (no control token); "
-             "start one with 'kiosk-edge run --simulate'")
+        fail(
+            f"no node is running with data dir {settings.data.dir} (no control token); "
+            "start one with 'kiosk-edge run --simulate'"
+        )
     except PermissionError:
         fail(f"cannot read {token_file}: run as the node's user")
     try:
@@ -244,8 +258,17 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
         stats = read_stats(outbox_path(settings))
         if as_json:
-            click.echo(json.dumps({"state": "stopped", "detail": str(exc), "outbox": None if stats is None else {
-                "depth": stats.depth, "oldest_age_s": round(stats.oldest_age(), 3)}}))
+            click.echo(
+                json.dumps(
+                    {
+                        "state": "stopped",
+                        "detail": str(exc),
+                        "outbox": None
+                        if stats is None
+                        else {"depth": stats.depth, "oldest_age_s": round(stats.oldest_age(), 3)},
+                    }
+                )
+            )
         else:
             click.echo("state:    stopped")
             if stats is not None:
@@ -257,11 +280,15 @@ def status(config_path: Path | None, as_json: bool) -> None:
     broker = data["broker"]
     outbox = data["outbox"]
     link = "connected" if broker["connected"] else f"DISCONNECTED ({broker['last_error'] or 'connecting'})"
-    click.echo(f"state:    {data['state']}  ({data['store']}/{data['node']}, v{data['version']}, "
-               f"up {_age(data['uptime_s'])}{', simulated devices' if data['simulate'] else ''})")
+    click.echo(
+        f"state:    {data['state']}  ({data['store']}/{data['node']}, v{data['version']}, "
+        f"up {_age(data['uptime_s'])}{', simulated devices' if data['simulate'] else ''})"
+    )
     click.echo(f"broker:   {broker['url']}  {link}, reconnects {broker['reconnects']}")
-    click.echo(f"queued:   {outbox['depth']} event(s), oldest {_age(outbox['oldest_age_s'])}, last seq "
-               f"{outbox['last_seq']}")
+    click.echo(
+        f"queued:   {outbox['depth']} event(s), oldest {_age(outbox['oldest_age_s'])}, last seq "
+        f"{outbox['last_seq']}"
+    )
     click.echo(f"alarms:   {', '.join(data['alarms']) or 'none'}")
     click.echo("devices:  " + ", ".join(f"{k} {v}" for k, v in data["devices"].items()))
     click.echo(f"kiosk:    {data['kiosk_url']}")
@@ -286,11 +313,22 @@ def outbox(config_path: Path | None, as_json: bool) -> None:
         return
     size = disk_usage(path)
     if as_json:
-        click.echo(json.dumps({
-            "path": str(path), "exists": True, "depth": stats.depth, "by_type": stats.by_type,
-            "payload_bytes": stats.bytes, "disk_bytes": size, "oldest_age_s": round(stats.oldest_age(), 3),
-            "oldest_ts": stats.oldest_created, "last_seq": stats.last_seq,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "path": str(path),
+                    "exists": True,
+                    "depth": stats.depth,
+                    "by_type": stats.by_type,
+                    "payload_bytes": stats.bytes,
+                    "disk_bytes": size,
+                    "oldest_age_s": round(stats.oldest_age(), 3),
+                    "oldest_ts": stats.oldest_created,
+                    "last_seq": stats.last_seq,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"outbox:   {path}")
     click.echo(f"depth:    {stats.depth} event(s)")

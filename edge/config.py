@@ -43,7 +43,7 @@ class NodeSection(_Section):
     @field_validator("store", "id")
     @classmethod
     def _ident(cls, value: str) -> str:
-        if not IDENT_RE.match(value):
+        if not IDENT_RE.fullmatch(value):
             raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return value
 
@@ -223,7 +223,9 @@ class Settings(_Section):
     log: LogSection = LogSection()
 
 
-def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], str]]:
+def _env_overrides(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], str]]:
     overrides: dict[str, dict[str, str]] = {}
     names: dict[tuple[str, str], str] = {}
     for name, value in environ.items():

@@ -24,11 +24,19 @@ class WsgiServer:
         self.name = name
         try:
             self._server = create_server(
-                app, host=host, port=port, threads=threads, ident=None, clear_untrusted_proxy_headers=True,
-                channel_timeout=30, asyncore_loop_timeout=0.2,
+                app,
+                host=host,
+                port=port,
+                threads=threads,
+                ident=None,
+                clear_untrusted_proxy_headers=True,
+                channel_timeout=30,
+                asyncore_loop_timeout=0.2,
             )
         except OSError as exc:
-            raise PortUnavailable(f"{setting} {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+            raise PortUnavailable(
+                f"{setting} {port}: cannot listen on {host}:{port} ({exc.strerror or exc})"
+            ) from None
         self._thread = threading.Thread(target=self._server.run, name=f"http-{name}", daemon=True)
 
     @property
@@ -46,7 +54,7 @@ class WsgiServer:
         server = self._server
         for channel in list(server._map.values()):  # type: ignore[union-attr]
             channel.close()
-        server.task_dispatcher.shutdown(timeout=timeout)  # type: ignore[union-attr]
+        server.task_dispatcher.shutdown(timeout=int(timeout) or 1)
         if self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -28,12 +28,16 @@ class NodeCollector:
         for etype, count in sorted(stats.by_type.items()):
             depth.add_metric([etype], count)
         yield depth
-        yield GaugeMetricFamily("kiosk_edge_outbox_bytes", "Payload bytes waiting in the outbox", value=stats.bytes)
+        yield GaugeMetricFamily(
+            "kiosk_edge_outbox_bytes", "Payload bytes waiting in the outbox", value=stats.bytes
+        )
         yield GaugeMetricFamily(
             "kiosk_edge_outbox_oldest_age_seconds", "Age of the oldest queued event", value=stats.oldest_age()
         )
         yield GaugeMetricFamily(
-            "kiosk_edge_outbox_full", "1 while the outbox bound refuses protected events", value=int(stats.full)
+            "kiosk_edge_outbox_full",
+            "1 while the outbox bound refuses protected events",
+            value=int(stats.full),
         )
         evicted = CounterMetricFamily(
             "kiosk_edge_outbox_evicted", "Low-value events evicted by the bound policy", labels=["type"]
@@ -41,21 +45,28 @@ class NodeCollector:
         for etype, count in sorted(stats.evicted.items()):
             evicted.add_metric([etype], count)
         yield evicted
-        refused = CounterMetricFamily("kiosk_edge_outbox_refused", "Events refused because the outbox was full",
-                                      labels=["type"])
+        refused = CounterMetricFamily(
+            "kiosk_edge_outbox_refused", "Events refused because the outbox was full", labels=["type"]
+        )
         for etype, count in sorted(stats.refused.items()):
             refused.add_metric([etype], count)
         yield refused
-        yield GaugeMetricFamily("kiosk_edge_mqtt_connected", "1 while connected to the broker",
-                                value=int(relay.connected))
+        yield GaugeMetricFamily(
+            "kiosk_edge_mqtt_connected", "1 while connected to the broker", value=int(relay.connected)
+        )
         yield CounterMetricFamily("kiosk_edge_mqtt_published", "QoS 1 publishes sent", value=relay.published)
-        yield CounterMetricFamily("kiosk_edge_mqtt_acknowledged", "Publishes acknowledged (PUBACK)",
-                                  value=relay.acknowledged)
-        yield CounterMetricFamily("kiosk_edge_mqtt_reconnects", "Connection attempts after the first",
-                                  value=relay.reconnects)
-        yield GaugeMetricFamily("kiosk_edge_mqtt_in_flight", "Publishes awaiting PUBACK", value=relay.in_flight)
-        devices = GaugeMetricFamily("kiosk_edge_device_up", "1 when a device is present or simulated",
-                                    labels=["device"])
+        yield CounterMetricFamily(
+            "kiosk_edge_mqtt_acknowledged", "Publishes acknowledged (PUBACK)", value=relay.acknowledged
+        )
+        yield CounterMetricFamily(
+            "kiosk_edge_mqtt_reconnects", "Connection attempts after the first", value=relay.reconnects
+        )
+        yield GaugeMetricFamily(
+            "kiosk_edge_mqtt_in_flight", "Publishes awaiting PUBACK", value=relay.in_flight
+        )
+        devices = GaugeMetricFamily(
+            "kiosk_edge_device_up", "1 when a device is present or simulated", labels=["device"]
+        )
         for name, state in sorted(self._devices().items()):
             devices.add_metric([name], int(state in ("present", "simulated")))
         yield devices
@@ -64,5 +75,5 @@ class NodeCollector:
 def make_registry(collector: NodeCollector) -> CollectorRegistry:
     """A registry owned by the node (not prometheus_client's process-wide default)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     return registry

@@ -36,7 +36,7 @@ from kiosk_ui import KioskInfo, create_app
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
-CONTROL_TOKEN_FILE = "control.token"
+CONTROL_TOKEN_FILE = "control.token"  # noqa: S105 - a file name, not a secret
 
 
 def outbox_path(settings: Settings) -> Path:
@@ -116,13 +116,19 @@ class Node:
         data_dir = ensure_data_dir(s.data.dir)
         keys = init_keys(data_dir, s.identity.pseudonym_key_file)
         if keys.created_signing:
-            log.info("first start: created the node's signing key; register it centrally with "
-                     "'kiosk-central nodes add %s %s $(kiosk-edge keys show)'", s.node.store, s.node.id)
+            log.info(
+                "first start: created the node's signing key; register it centrally with "
+                "'kiosk-central nodes add %s %s $(kiosk-edge keys show)'",
+                s.node.store,
+                s.node.id,
+            )
         signer = Signer(load_signing_key(data_dir), s.node.store, s.node.id)
         pseudonymizer = Pseudonymizer(load_pseudonym_key(keys.pseudonym_source))
 
         self.outbox = Outbox(
-            outbox_path(s), signer, s.mqtt.topic_root,
+            outbox_path(s),
+            signer,
+            s.mqtt.topic_root,
             Limits(max_rows=s.outbox.max_rows, max_bytes=s.outbox.max_bytes),
             on_alarm=self._on_alarm,
         )
@@ -150,11 +156,17 @@ class Node:
         collector = NodeCollector(self.outbox, self.relay, self.device_states)
         admin = WsgiServer(
             create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
-            "127.0.0.1", s.admin.port, name="admin endpoint", setting="admin.port",
+            "127.0.0.1",
+            s.admin.port,
+            name="admin endpoint",
+            setting="admin.port",
         )
         kiosk = WsgiServer(
             create_app(KioskInfo(s.node.store, s.node.id, __version__)),
-            "127.0.0.1", s.kiosk.port, name="kiosk", setting="kiosk.port",
+            "127.0.0.1",
+            s.kiosk.port,
+            name="kiosk",
+            setting="kiosk.port",
         )
         admin.start()
         self._stack.callback(admin.stop)
@@ -167,8 +179,13 @@ class Node:
         self._heartbeat = threading.Thread(target=self._run_heartbeat, name="heartbeat", daemon=True)
         self._heartbeat.start()
         self._stack.callback(self._stop_heartbeat)
-        log.info("node %s/%s running (%s devices), broker %s", s.node.store, s.node.id,
-                 "simulated" if self.simulate else "real", self.relay.options.display_url)
+        log.info(
+            "node %s/%s running (%s devices), broker %s",
+            s.node.store,
+            s.node.id,
+            "simulated" if self.simulate else "real",
+            self.relay.options.display_url,
+        )
 
     def stop(self) -> None:
         """Stop intake, finish in-flight publishes, close the database. Idempotent."""
@@ -258,13 +275,16 @@ class Node:
         return {"depth": stats.depth, "bytes": stats.bytes, "oldest_age_s": int(stats.oldest_age())}
 
     def _presence(self, state: str, reason: str) -> SignedMessage:
-        body = validate_body("presence", {
-            "state": state,
-            "reason": reason,
-            "version": __version__,
-            "alarms": self.alarms(),
-            "outbox": self._summary(),
-        })
+        body = validate_body(
+            "presence",
+            {
+                "state": state,
+                "reason": reason,
+                "version": __version__,
+                "alarms": self.alarms(),
+                "outbox": self._summary(),
+            },
+        )
         return self.outbox.seal_presence(body)
 
     def _on_alarm(self, _active: bool) -> None:
@@ -277,13 +297,16 @@ class Node:
         interval = self.settings.status.interval
         while not self._stopping.wait(interval):
             try:
-                self.outbox.accept("status", {
-                    "state": "degraded" if self.alarms() else "online",
-                    "version": __version__,
-                    "uptime_s": int(time.time() - self._started_at),
-                    "outbox": self._summary(),
-                    "alarms": self.alarms(),
-                    "devices": self.device_states(),
-                })
+                self.outbox.accept(
+                    "status",
+                    {
+                        "state": "degraded" if self.alarms() else "online",
+                        "version": __version__,
+                        "uptime_s": int(time.time() - self._started_at),
+                        "outbox": self._summary(),
+                        "alarms": self.alarms(),
+                        "devices": self.device_states(),
+                    },
+                )
             except CloudSyncError as exc:
                 log.warning("status heartbeat not queued: %s", exc)

@@ -65,7 +65,7 @@ if [ "$WITH_TEST" = 1 ]; then
     rm -rf "$NODE_DIR"
     mkdir -p "$NODE_DIR"
     cp tests/asyncapi-cli/package.json tests/asyncapi-cli/package-lock.json "$NODE_DIR/"
-    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    (cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
     touch "$NODE_DIR/.installed-$lockhash"
   fi
 fi

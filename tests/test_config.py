@@ -92,9 +92,15 @@ def test_unreadable_cert_file(tmp_path: Path) -> None:
     # A directory is unreadable as a file for every user, root included (chmod 0 would not stop root).
     key = tmp_path / "key.pem"
     key.mkdir()
-    with pytest.raises(ConfigError, match="cannot read .*key.pem: Is a directory"):
-        load_settings(None, {"KIOSK_EDGE_MQTT__URL": "mqtts://h", "KIOSK_EDGE_MQTT__CERT_FILE": str(key),
-                             "KIOSK_EDGE_MQTT__KEY_FILE": str(key)})
+    with pytest.raises(ConfigError, match=r"cannot read .*key\.pem: Is a directory"):
+        load_settings(
+            None,
+            {
+                "KIOSK_EDGE_MQTT__URL": "mqtts://h",
+                "KIOSK_EDGE_MQTT__CERT_FILE": str(key),
+                "KIOSK_EDGE_MQTT__KEY_FILE": str(key),
+            },
+        )
 
 
 def test_broker_url_credentials_are_hidden_from_display() -> None:
@@ -108,16 +114,26 @@ def test_broker_url_credentials_are_hidden_from_display() -> None:
     [
         ({"KIOSK_EDGE_KIOSK__PORT": "abc"}, "kiosk.port (from KIOSK_EDGE_KIOSK__PORT)"),
         ({"KIOSK_EDGE_MQTT__URL": "mqtt//nohost"}, "mqtt.url"),
-        ({"KIOSK_EDGE_MQTT__CERT_FILE": "/no/such/cert.pem", "KIOSK_EDGE_MQTT__KEY_FILE": "/no/such/key.pem",
-          "KIOSK_EDGE_MQTT__URL": "mqtts://h"}, "cannot read /no/such/cert.pem"),
+        (
+            {
+                "KIOSK_EDGE_MQTT__CERT_FILE": "/no/such/cert.pem",
+                "KIOSK_EDGE_MQTT__KEY_FILE": "/no/such/key.pem",
+                "KIOSK_EDGE_MQTT__URL": "mqtts://h",
+            },
+            "cannot read /no/such/cert.pem",
+        ),
         ({"KIOSK_EDGE_BOGUS__KEY": "1"}, "KIOSK_EDGE_BOGUS__KEY: unknown setting"),
     ],
 )
-def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path, env: dict[str, str], fragment: str) -> None:
+def test_cli_exits_2_with_one_line_and_no_traceback(
+    tmp_path: Path, env: dict[str, str], fragment: str
+) -> None:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_EDGE_")}
     full_env.update(env, KIOSK_EDGE_DATA__DIR=str(tmp_path))
     for command in (["run", "--simulate"], ["status"], ["keys", "init"]):
-        proc = subprocess.run([KIOSK_EDGE, *command], env=full_env, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [KIOSK_EDGE, *command], env=full_env, capture_output=True, text=True, timeout=30
+        )
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, proc.stderr
@@ -126,7 +142,11 @@ def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path, env: dict[st
 
 
 def test_cli_bad_config_file_path(tmp_path: Path) -> None:
-    proc = subprocess.run([KIOSK_EDGE, "run", "--config", str(tmp_path / "nope.toml")],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [KIOSK_EDGE, "run", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "cannot read" in proc.stderr and "Traceback" not in proc.stderr

@@ -89,8 +89,16 @@ def test_malformed_payloads(payload: bytes, reason: str) -> None:
 
 def test_structural_checks(key: Ed25519PrivateKey) -> None:
     good = json.loads(Signer(key, "s", "n").seal("identity", 1, BODY).payload)
-    for member, value in [("id", "not-a-uuid"), ("id", str(uuid.uuid4())), ("seq", -1), ("seq", True),
-                          ("ts", "2026-01-01T00:00:00+01:00"), ("store", "a/b"), ("node", "#"), ("body", [])]:
+    for member, value in [
+        ("id", "not-a-uuid"),
+        ("id", str(uuid.uuid4())),
+        ("seq", -1),
+        ("seq", True),
+        ("ts", "2026-01-01T00:00:00+01:00"),
+        ("store", "a/b"),
+        ("node", "#"),
+        ("body", []),
+    ]:
         doc = dict(good, **{member: value})
         with pytest.raises(EnvelopeError, match=member.split()[0]):
             parse(json.dumps(doc).encode())

@@ -20,7 +20,11 @@ from cloud_sync.store import current_revision, open_engine
 KEY = Ed25519PrivateKey.generate()
 TAP = {"source": "nfc", "token": "ab" * 32, "device": "sim-reader"}
 STATUS = {
-    "state": "online", "version": "0.1.0", "uptime_s": 1, "alarms": [], "devices": {},
+    "state": "online",
+    "version": "0.1.0",
+    "uptime_s": 1,
+    "alarms": [],
+    "devices": {},
     "outbox": {"depth": 0, "bytes": 0, "oldest_age_s": 0},
 }
 
@@ -72,11 +76,13 @@ def test_concurrent_producers_get_unique_gapless_seqs(tmp_path: Path) -> None:
     results: list[int] = []
     lock = threading.Lock()
     with make(tmp_path) as ob:
+
         def produce() -> None:
             for _ in range(250):
                 seq = ob.accept("identity", TAP).seq
                 with lock:
                     results.append(seq)
+
         threads = [threading.Thread(target=produce) for _ in range(8)]
         for t in threads:
             t.start()
@@ -143,7 +149,9 @@ def test_bound_evicts_low_value_oldest_first_and_refuses_protected(
         # nothing evictable is left: a protected event is refused with the documented error (sales,
         # sign-ups and reservations share the class; their bodies arrive with their issues)
         assert {event_class(t) for t in ("sale", "signup", "reservation")} == {EventClass.PROTECTED}
-        with pytest.raises(OutboxFull, match=r"outbox full \(20 events, \d+ bytes\): 'identity' event refused"):
+        with pytest.raises(
+            OutboxFull, match=r"outbox full \(20 events, \d+ bytes\): 'identity' event refused"
+        ):
             ob.accept("identity", TAP)
         assert ob.stats().full and alarms == [True]
         # a low-value event cannot push out protected ones either: dropped, but counted and logged
@@ -200,7 +208,9 @@ def test_disk_failure_is_reported_not_accepted(tmp_path: Path) -> None:
         ob.accept("identity", TAP)
         # simulate the database refusing writes (e.g. disk full) with a trigger that aborts inserts
         with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
-            conn.execute("CREATE TRIGGER fail BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+            conn.execute(
+                "CREATE TRIGGER fail BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
         from cloud_sync.outbox import OutboxUnavailable
 
         with pytest.raises(OutboxUnavailable, match="disk full"):

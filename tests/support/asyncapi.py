@@ -197,7 +197,8 @@ _StrictDraft7 = jsonschema.validators.extend(
 @cache
 def _registry() -> Registry[Any]:
     resource = DRAFT7.create_resource(load_document())
-    return Registry().with_resource(DOC_URI, resource)
+    registry: Registry[Any] = Registry().with_resource(DOC_URI, resource)
+    return registry
 
 
 @cache

@@ -93,8 +93,8 @@ def free_port() -> int:
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # fallback: the kernel's choice
         sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def _tcp_ready(port: int, timeout: float = 0.25) -> bool:
@@ -502,7 +502,7 @@ class Collector:
         self._client.on_message = self._on_message
         props: Properties | None = None
         if persistent:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY
         self._client.connect_async(host, port, keepalive=10, clean_start=not persistent, properties=props)
         self._client.loop_start()

@@ -135,10 +135,7 @@ class TcpTap:
                 assert not thread.is_alive(), f"TcpTap pump {thread.name} did not stop"
 
     def _accept_loop(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
+        while not self._is_closed():
             try:
                 client, _addr = self._listener.accept()
             except TimeoutError:
@@ -170,14 +167,20 @@ class TcpTap:
                 ),
             ]
             with self._lock:
-                if self._closed:
-                    client.close()
-                    upstream.close()
-                    return
-                self._pipes.add(pipe)
-                self.connections += 1
+                closing = self._closed
+                if not closing:
+                    self._pipes.add(pipe)
+                    self.connections += 1
+            if closing:
+                client.close()
+                upstream.close()
+                return
             for thread in pipe.threads:
                 thread.start()
+
+    def _is_closed(self) -> bool:
+        with self._lock:
+            return self._closed
 
     def _pump(self, pipe: _Pipe, src: socket.socket, dst: socket.socket, record: bytearray) -> None:
         try:

@@ -27,9 +27,7 @@ def upgrade() -> None:
         sa.Column("topic", sa.String(255), nullable=False),
         sa.Column("payload", sa.LargeBinary, nullable=False),
     )
-    op.create_index(
-        "ix_outbox_evictable_seq", "outbox", ["seq"], sqlite_where=sa.text("evictable = 1")
-    )
+    op.create_index("ix_outbox_evictable_seq", "outbox", ["seq"], sqlite_where=sa.text("evictable = 1"))
     op.create_table(
         "counters",
         sa.Column("name", sa.String(32), primary_key=True),

@@ -1,0 +1,487 @@
+"""The AsyncAPI document (docs/asyncapi.yaml) is valid, matches the pydantic models and real messages."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_sync.envelope import Signer, decode_public_key, verify
+from cloud_sync.errors import EnvelopeError
+from cloud_sync.messages import BODY_MODELS, validate_body
+from cloud_sync.outbox import Outbox
+from tests.support.asyncapi import (
+    DOC_PATH,
+    ValidationError,
+    decode_payload,
+    iter_examples,
+    load_document,
+    message_kinds,
+    message_schema,
+    message_schema_for_topic,
+    route_for_topic,
+    validate_message,
+    validate_payload,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASYNCAPI_CLI = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "asyncapi"
+TOKEN = "5667b1b2f50c865490aeecaa848ee121e4fb63646ae7828f8d9586b6b69f9a31"
+
+BODIES: dict[str, dict[str, Any]] = {
+    "identity": {"source": "nfc", "token": TOKEN, "device": "nfc0"},
+    "assist": {"source": "kiosk", "device": "kiosk"},
+    "status": {
+        "state": "online",
+        "version": "0.1.0",
+        "uptime_s": 12,
+        "outbox": {"depth": 1, "bytes": 420, "oldest_age_s": 0},
+        "alarms": [],
+        "devices": {"nfc": "simulated", "scanner": "absent", "button": "present"},
+    },
+    "presence": {"state": "online", "reason": "connected", "version": "0.1.0", "alarms": []},
+}
+
+
+def _topic(kind: str, store: str = "s1", node: str = "n1", root: str = "retail/v1") -> str:
+    return f"{root}/{store}/{node}/status" if kind == "presence" else f"{root}/{store}/{node}/event/{kind}"
+
+
+# -- (a) the AsyncAPI project's own validator -------------------------------------------------------
+
+
+def _run_cli(spec: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    if not ASYNCAPI_CLI.exists():
+        pytest.fail(f"the AsyncAPI CLI is not installed at {ASYNCAPI_CLI}; run 'scripts/setup.sh --test'")
+    if shutil.which("node") is None:
+        pytest.fail("'node' is not on PATH (the AsyncAPI CLI needs Node.js); run 'scripts/setup.sh --test'")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    analytics = tmp_path / "asyncapi-analytics.json"
+    analytics.write_text(
+        json.dumps({"analyticsEnabled": "false", "infoMessageShown": "true", "userID": "test"})
+    )
+    env = {
+        **os.environ,
+        "HOME": str(home),  # nothing of the CLI's state lands in the real home directory
+        "ASYNCAPI_METRICS_CONFIG_PATH": str(analytics),  # analytics off: no first-run notice, no network
+        "ASYNCAPI_SKIP_NEW_VERSION_CHECK": "true",  # oclif's npm update check would go to the network
+        "SUPPRESS_NO_CONFIG_WARNING": "1",  # node-config noise on stderr
+        "SUPPRESS_STRICTNESS_CHECK": "1",
+        "NO_COLOR": "1",
+    }
+    env.pop("FORCE_COLOR", None)
+    return subprocess.run(
+        [str(ASYNCAPI_CLI), "validate", str(spec), "--fail-severity", "warn"],
+        cwd=tmp_path,  # node-config would read a ./config directory of the working directory
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_document_passes_the_asyncapi_cli(tmp_path: Path) -> None:
+    result = _run_cli(DOC_PATH, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"asyncapi validate failed ({result.returncode}):\n{output}"
+    assert "is valid" in result.stdout, output
+
+
+def test_the_cli_check_is_not_vacuous(tmp_path: Path) -> None:
+    broken = tmp_path / "asyncapi.yaml"
+    text = DOC_PATH.read_text(encoding="utf-8")
+    assert "        retain: true\n" in text
+    broken.write_text(
+        text.replace("        retain: true\n", "        retain: sometimes\n", 1), encoding="utf-8"
+    )
+    result = _run_cli(broken, tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "retain" in result.stdout, result.stdout + result.stderr
+
+
+# -- the document agrees with the code ------------------------------------------------------------
+
+
+def test_document_covers_exactly_the_body_models() -> None:
+    assert sorted(message_kinds()) == sorted(BODY_MODELS)
+
+
+@pytest.mark.parametrize("kind", sorted(BODY_MODELS))
+def test_schema_const_and_bindings(kind: str) -> None:
+    doc = load_document()
+    schema = message_schema(kind)
+    assert schema["properties"]["schema"]["const"] == f"retail.v1.{kind}"
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"schema", "id", "store", "node", "seq", "ts", "body", "sig"}
+    (operation,) = [
+        op
+        for op in doc["operations"].values()
+        if op["channel"]["$ref"].rsplit("/", 1)[-1] in _channel_keys(doc, kind)
+    ]
+    assert operation["action"] == "send"
+    bindings = _deref(doc, operation["bindings"])["mqtt"]
+    assert bindings["qos"] == 1
+    assert bindings["retain"] is (kind == "presence")
+
+
+def _channel_keys(doc: dict[str, Any], kind: str) -> set[str]:
+    return {key for key, channel in doc["channels"].items() if kind in channel["messages"]}
+
+
+def _deref(doc: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = doc
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+@pytest.mark.parametrize("kind", sorted(BODY_MODELS))
+def test_topic_maps_to_its_message(kind: str) -> None:
+    assert message_schema_for_topic(_topic(kind)) == message_schema(kind)
+    assert message_schema_for_topic(_topic(kind, root="chain-a/retail/v2"), root="chain-a/retail/v2") == (
+        message_schema(kind)
+    )
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "retail/v1/s1/n1/event/sale",  # not (yet) in the document
+        "retail/v1/+/n1/event/identity",
+        "retail/v1/s1/#",
+        "retail/v1/s1/n1/x/event/identity",
+        "retail/v1/s1/n1/status/extra",
+        "retail/v2/s1/n1/status",  # another root than the configured one
+        "retail/v1/-s1/n1/status",
+        "retail/v1/s1/n1/event/identity\n",
+    ],
+)
+def test_unknown_or_malformed_topics_are_refused(topic: str) -> None:
+    with pytest.raises(ValidationError):
+        route_for_topic(topic)
+
+
+# -- (b) every example is valid, and really signed --------------------------------------------------
+
+
+def _examples() -> list[Any]:
+    return [pytest.param(e, id=f"{e.kind}-{e.name}") for e in iter_examples()]
+
+
+def test_every_message_has_examples() -> None:
+    assert {e.kind for e in iter_examples()} == set(BODY_MODELS)
+
+
+@pytest.mark.parametrize("example", _examples())
+def test_example_validates(example: Any) -> None:
+    payload = example.payload
+    validate_message(example.kind, payload)
+    validate_payload(_topic(example.kind, payload["store"], payload["node"]), json.dumps(payload).encode())
+    # The body is exactly what the pydantic model produces, and the signature verifies with the
+    # example key the document publishes.
+    assert validate_body(example.kind, payload["body"]) == payload["body"]
+    key = decode_public_key(load_document()["info"]["x-example-public-key"])
+    assert verify(json.dumps(payload).encode(), key)["id"] == payload["id"]
+    assert uuid.UUID(payload["id"]).version == 7
+
+
+# -- (c) real envelopes -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.mark.parametrize(
+    ("store", "node"), [("s1", "n1"), ("de-ber-017", "till-02"), ("A" * 64, "x.y_z-9"), ("0", "0")]
+)
+@pytest.mark.parametrize("kind", sorted(BODY_MODELS))
+def test_sealed_envelopes_validate(kind: str, store: str, node: str, signing_key: Ed25519PrivateKey) -> None:
+    signer = Signer(signing_key, store, node)
+    body = validate_body(kind, BODIES[kind])
+    for seq in (0, 1, 2**53):
+        message = signer.seal(kind, seq, body)
+        doc = validate_payload(_topic(kind, store, node), message.payload)
+        assert doc["seq"] == seq
+        assert verify(message.payload, signing_key.public_key())["body"] == body
+
+
+def test_non_ascii_text_validates(signing_key: Ed25519PrivateKey) -> None:
+    signer = Signer(signing_key, "s1", "n1")
+    body = validate_body(
+        "status", {**BODIES["status"], "devices": {"Kassenleser Süd": "present", "📷": "error"}}
+    )
+    message = signer.seal("status", 7, body)
+    assert "Süd".encode() in message.payload  # raw UTF-8 on the wire, not \\u escapes
+    validate_payload("retail/v1/s1/n1/event/status", message.payload)
+
+
+def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    """What the outbox stores (topic and payload bytes) is what the document describes."""
+    with Outbox(tmp_path / "outbox.sqlite3", Signer(signing_key, "s1", "n1"), "retail/v1") as outbox:
+        for kind in ("identity", "assist", "status"):
+            outbox.accept(kind, BODIES[kind])
+        presence = outbox.seal_presence(validate_body("presence", BODIES["presence"]))
+        reader = outbox.reader()
+        try:
+            rows = reader.fetch_after(0, 10)
+        finally:
+            reader.close()
+    assert [route_for_topic(row.topic).kind for row in rows] == ["identity", "assist", "status"]
+    for row in rows:
+        validate_payload(row.topic, row.payload)
+    doc = validate_payload("retail/v1/s1/n1/status", presence.payload)
+    assert doc["seq"] == rows[-1].seq  # presence carries the highest event seq allocated
+
+
+# -- the body schemas mirror the pydantic models ----------------------------------------------------
+
+_CTRL = "nfc0\n"
+BODY_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("identity", {"source": "barcode", "token": TOKEN, "device": "scanner0"}),
+    ("identity", {"source": "NFC", "token": TOKEN, "device": "nfc0"}),
+    ("identity", {"source": "qr", "token": TOKEN, "device": "nfc0"}),
+    ("identity", {"source": "nfc", "token": TOKEN.upper(), "device": "nfc0"}),
+    ("identity", {"source": "nfc", "token": TOKEN[:-1], "device": "nfc0"}),
+    ("identity", {"source": "nfc", "token": TOKEN + "0", "device": "nfc0"}),
+    ("identity", {"source": "nfc", "token": TOKEN[:-1] + "\n", "device": "nfc0"}),
+    ("identity", {"source": "nfc", "token": TOKEN + "\n", "device": "nfc0"}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": ""}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": "d" * 64}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": "d" * 65}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": _CTRL}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": "nfc\x7f"}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": "Leser Süd ✓"}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": "🙂" * 64}),
+    ("identity", {"source": "nfc", "token": TOKEN}),
+    ("identity", {"source": "nfc", "token": TOKEN, "device": "nfc0", "uid": "04a224e2b55c80"}),
+    ("identity", {"source": "nfc", "token": 5, "device": "nfc0"}),
+    ("assist", {"source": "button", "device": "btn"}),
+    ("assist", {"source": "kiosk", "device": "kiosk"}),
+    ("assist", {"source": "phone", "device": "btn"}),
+    ("assist", {"source": "button"}),
+    ("assist", {"source": "button", "device": None}),
+    ("status", BODIES["status"]),
+    ("status", {**BODIES["status"], "state": "degraded", "alarms": ["outbox_full"]}),
+    ("status", {**BODIES["status"], "state": "offline"}),
+    ("status", {**BODIES["status"], "uptime_s": -1}),
+    ("status", {**BODIES["status"], "uptime_s": True}),
+    ("status", {**BODIES["status"], "uptime_s": "12"}),
+    ("status", {**BODIES["status"], "alarms": ["a"] * 32}),
+    ("status", {**BODIES["status"], "alarms": ["a"] * 33}),
+    ("status", {**BODIES["status"], "alarms": [""]}),
+    ("status", {**BODIES["status"], "alarms": "outbox_full"}),
+    ("status", {**BODIES["status"], "devices": {}}),
+    ("status", {**BODIES["status"], "devices": {"": "present"}}),
+    ("status", {**BODIES["status"], "devices": {"d" * 65: "present"}}),
+    ("status", {**BODIES["status"], "devices": {"nfc\t": "present"}}),
+    ("status", {**BODIES["status"], "devices": {"nfc": "broken"}}),
+    ("status", {**BODIES["status"], "outbox": {"depth": 0, "bytes": 0}}),
+    ("status", {**BODIES["status"], "outbox": {"depth": 0, "bytes": 0, "oldest_age_s": 0, "x": 1}}),
+    ("status", {**BODIES["status"], "outbox": {"depth": -1, "bytes": 0, "oldest_age_s": 0}}),
+    ("status", {k: v for k, v in BODIES["status"].items() if k != "devices"}),
+    ("presence", BODIES["presence"]),
+    ("presence", {**BODIES["presence"], "state": "offline", "reason": "connection-lost"}),
+    ("presence", {**BODIES["presence"], "state": "offline", "reason": "shutdown"}),
+    ("presence", {**BODIES["presence"], "reason": "alarm", "alarms": ["outbox_full"]}),
+    ("presence", {**BODIES["presence"], "outbox": {"depth": 3, "bytes": 9, "oldest_age_s": 2}}),
+    ("presence", {**BODIES["presence"], "outbox": None}),  # pydantic drops it: never on the wire
+    ("presence", {**BODIES["presence"], "state": "degraded"}),
+    ("presence", {**BODIES["presence"], "reason": "timeout"}),
+    ("presence", {**BODIES["presence"], "version": ""}),
+    ("presence", {k: v for k, v in BODIES["presence"].items() if k != "alarms"}),
+    ("presence", {**BODIES["presence"], "seq": 1}),
+]
+
+
+@pytest.mark.parametrize(("kind", "body"), BODY_CASES)
+def test_body_schema_agrees_with_pydantic(kind: str, body: dict[str, Any]) -> None:
+    """The schema accepts a body exactly when the model accepts it unchanged (what goes on the wire)."""
+    try:
+        model_ok = validate_body(kind, body) == body
+    except EnvelopeError:
+        model_ok = False
+    envelope = copy.deepcopy(next(e.payload for e in iter_examples() if e.kind == kind))
+    envelope["body"] = body
+    try:
+        validate_message(kind, envelope)
+        schema_ok = True
+    except ValidationError:
+        schema_ok = False
+    assert schema_ok == model_ok, f"schema says {schema_ok}, pydantic says {model_ok}"
+
+
+# -- (d) hostile and malformed payloads are refused ------------------------------------------------
+
+
+@pytest.fixture
+def sealed(signing_key: Ed25519PrivateKey) -> Callable[[str], dict[str, Any]]:
+    signer = Signer(signing_key, "s1", "n1")
+
+    def make(kind: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(signer.seal(kind, 41, validate_body(kind, BODIES[kind])).payload)
+        return doc
+
+    return make
+
+
+def _mutated(base: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(base)
+    target = doc
+    for part in path[:-1]:
+        target = target[part]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return doc
+
+
+_DELETE = object()
+
+HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
+    ("identity", ("sig",), _DELETE),
+    ("identity", ("id",), _DELETE),
+    ("identity", ("body",), _DELETE),
+    ("identity", ("extra",), "x"),
+    ("identity", ("schema",), "retail.v1.assist"),
+    ("identity", ("schema",), "retail.v2.identity"),
+    ("identity", ("store",), "s+"),
+    ("identity", ("store",), "s#"),
+    ("identity", ("store",), "s/1"),
+    ("identity", ("store",), "s1\n"),
+    ("identity", ("store",), ""),
+    ("identity", ("store",), "s" * 65),
+    ("identity", ("node",), "-n1"),
+    ("identity", ("node",), "n 1"),
+    ("identity", ("id",), str(uuid.uuid4())),
+    ("identity", ("id",), "019AA5B1-3D2C-7A3E-8F77-586F31CF2726"),
+    ("identity", ("id",), "019aa5b1-3d2c-7a3e-cf77-586f31cf2726"),  # wrong variant
+    ("identity", ("id",), "019aa5b13d2c7a3e8f77586f31cf2726"),
+    ("identity", ("id",), "019aa5b1-3d2c-7a3e-8f77-586f31cf2726\n"),
+    ("identity", ("ts",), "2025-11-21T09:14:07.532+01:00"),
+    ("identity", ("ts",), "2025-11-21T09:14:07.532+00:00"),
+    ("identity", ("ts",), "2025-11-21T09:14:07.532"),
+    ("identity", ("ts",), "2025-11-21T09:14:07.532z"),
+    ("identity", ("ts",), "2025-11-21 09:14:07.532Z"),
+    ("identity", ("ts",), "2025-11-21T09:14:07.1234567Z"),
+    ("identity", ("ts",), "\uff12\uff10\uff12\uff15-11-21T09:14:07Z"),  # fullwidth digits
+    ("identity", ("ts",), 1763716447),
+    ("identity", ("seq",), -1),
+    ("identity", ("seq",), "41"),
+    ("identity", ("seq",), True),
+    ("identity", ("seq",), None),
+    ("identity", ("sig",), ""),
+    ("identity", ("sig",), "A" * 85 + "B"),  # not a canonical 64-byte encoding
+    ("identity", ("sig",), "A" * 86 + "=="),  # padding
+    ("identity", ("sig",), "+" * 85 + "A"),  # standard, not url-safe, alphabet
+    ("identity", ("body", "extra"), 1),
+    ("identity", ("body", "uid"), "04a224e2b55c80"),
+    ("identity", ("body", "token"), TOKEN + "a"),
+    ("identity", ("body", "token"), TOKEN[:-1]),
+    ("identity", ("body", "source"), "manual"),
+    ("assist", ("body", "device"), _DELETE),
+    ("status", ("body", "devices", "nfc"), "on fire"),
+    ("status", ("body", "outbox", "depth"), -5),
+    ("presence", ("body", "state"), "degraded"),
+    ("presence", ("body", "reason"), "crash"),
+]
+
+
+@pytest.mark.parametrize(("kind", "path", "value"), HOSTILE)
+def test_hostile_payload_is_refused(
+    kind: str, path: tuple[str, ...], value: Any, sealed: Callable[[str], dict[str, Any]]
+) -> None:
+    good = sealed(kind)
+    validate_payload(_topic(kind), good)
+    bad = _mutated(good, path, value)
+    with pytest.raises(ValidationError):
+        validate_message(kind, bad)
+    with pytest.raises(ValidationError):
+        validate_payload(_topic(kind), json.dumps(bad, ensure_ascii=False).encode())
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"seq":41', '"seq":41.0'),
+        ('"seq":41', '"seq":4.1e1'),
+        ('"uptime_s":12', '"uptime_s":12.5'),
+        ('"uptime_s":12', '"uptime_s":12.0'),
+        ('"depth":1', '"depth":1e0'),
+        ('"seq":41', '"seq":NaN'),
+        ('"seq":41', '"seq":Infinity'),
+        ('"seq":41', '"seq":41,"seq":42'),  # duplicate member
+        ('"state":"online"', '"state":"online","state":"degraded"'),
+        ('{"body"', '[{"body"'),
+    ],
+)
+def test_float_and_malformed_json_on_the_wire_is_refused(
+    old: str, new: str, signing_key: Ed25519PrivateKey
+) -> None:
+    signer = Signer(signing_key, "s1", "n1")
+    payload = signer.seal("status", 41, validate_body("status", BODIES["status"])).payload
+    assert old.encode() in payload
+    with pytest.raises(ValidationError):
+        validate_payload("retail/v1/s1/n1/event/status", payload.replace(old.encode(), new.encode(), 1))
+
+
+@pytest.mark.parametrize("value", [1.5, 41.0, float("nan")])
+def test_float_in_a_dict_payload_is_refused(value: float, sealed: Callable[[str], dict[str, Any]]) -> None:
+    with pytest.raises(ValidationError, match="floating-point"):
+        validate_message("status", _mutated(sealed("status"), ("body", "uptime_s"), value))
+
+
+def test_envelope_must_match_its_topic(sealed: Callable[[str], dict[str, Any]]) -> None:
+    identity = sealed("identity")
+    validate_payload("retail/v1/s1/n1/event/identity", identity)
+    for topic in (
+        "retail/v1/s2/n1/event/identity",  # another store's topic
+        "retail/v1/s1/n2/event/identity",  # another node's topic
+        "retail/v1/s1/n1/event/assist",  # schema is retail.v1.identity
+        "retail/v1/s1/n1/status",
+    ):
+        with pytest.raises(ValidationError):
+            validate_payload(topic, identity)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b'"x"',
+        b"\xff\xfe{}",
+        b"{",
+        b'{"schema": "retail.v1.status"} trailing',
+        b" " * 70000,
+    ],
+)
+def test_undecodable_payloads_are_refused(payload: bytes) -> None:
+    with pytest.raises(ValidationError):
+        decode_payload(payload)
+
+
+def test_oversized_payload_is_refused(sealed: Callable[[str], dict[str, Any]]) -> None:
+    doc = sealed("identity")
+    raw = json.dumps(doc).encode()
+    padded = raw[:-1] + b" " * (64 * 1024 - len(raw)) + b"}"
+    validate_message("identity", padded)  # exactly at the bound: fine
+    with pytest.raises(ValidationError, match="bytes"):
+        validate_message("identity", padded[:-1] + b" }")
