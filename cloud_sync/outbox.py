@@ -343,7 +343,7 @@ class Outbox:
             if event_class(request.event_type) is EventClass.LOW_VALUE:
                 log.warning("outbox full: dropped a %s event (nothing older to evict)", request.event_type)
             else:
-                log.error("outbox full: refused a %s event", request.event_type)
+                log.error("outbox full: refused the new %s event", request.event_type)
             self._set_full(True)
             return OutboxFull(request.event_type, self._rows, self._bytes)
         evictable = event_class(request.event_type) is EventClass.LOW_VALUE

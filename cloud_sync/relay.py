@@ -95,8 +95,16 @@ class RelayStatus:
 class Relay:
     """Owns the relay thread and its MQTT connections; ``start``/``stop`` are the only entry points."""
 
-    def __init__(self, options: RelayOptions, outbox: Outbox, presence: PresenceFactory) -> None:
+    def __init__(
+        self,
+        options: RelayOptions,
+        outbox: Outbox,
+        presence: PresenceFactory,
+        *,
+        on_delivered: Callable[[int], None] | None = None,
+    ) -> None:
         self.options = options
+        self._on_delivered = on_delivered  # called with each PUBACKed seq, in the relay thread
         self._outbox = outbox
         self._presence = presence
         self._stopping = threading.Event()
@@ -238,11 +246,13 @@ class _Session:
             self.refused = f"broker closed the connection: {reason}"
 
     def on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
-        if mid == self.presence_mid:
-            self.presence_acked.set()
-            return
+        # Message ids wrap at 65,535, so an old presence mid can come round again as an event's mid:
+        # events are looked up first, and a presence mid is forgotten once acknowledged.
         seq = self.inflight.pop(mid, None)
         if seq is None:
+            if mid == self.presence_mid:
+                self.presence_mid = None
+                self.presence_acked.set()
             return
         if reason.is_failure:
             # The broker did not take it (ACL, quota): keep the row, end this connection, retry later.
@@ -250,6 +260,8 @@ class _Session:
             self.lost = True
             return
         self.acked.append(seq)
+        if self.relay._on_delivered is not None:
+            self.relay._on_delivered(seq)
 
     def _client(self) -> mqtt.Client:
         o = self.options
@@ -303,7 +315,12 @@ class _Session:
     def _loop(self, client: mqtt.Client) -> bool:
         relay = self.relay
         sock = client.socket()
-        assert sock is not None
+        if sock is None:  # paho already closed it: the peer hung up during the handshake
+            hint = " (client certificate missing or refused?)" if self.options.tls is not None else ""
+            raise ConnectFailed(
+                f"broker {self.options.display_url} closed the connection during the handshake{hint}"
+            )
+        connack_deadline = time.monotonic() + self.options.connect_timeout
         connected = False
         next_misc = time.monotonic() + MISC_INTERVAL
         stop_deadline: float | None = None
@@ -333,7 +350,16 @@ class _Session:
                 relay._last_error = None
                 log.info("mqtt: connected to %s", self.options.display_url)
                 self._publish_presence(client, "online", "connected")
+            if not connected and not self.lost and now > connack_deadline:
+                raise ConnectFailed(
+                    f"broker {self.options.display_url} sent no CONNACK within {self.options.connect_timeout:g} s"
+                )
             if self.lost:
+                if not connected and self.connack is None:
+                    hint = " (client certificate missing or refused?)" if self.options.tls is not None else ""
+                    raise ConnectFailed(
+                        f"broker {self.options.display_url} closed the connection during the handshake{hint}"
+                    )
                 if self.refused:
                     relay._last_error = self.refused
                     log.warning("mqtt: %s", self.refused)

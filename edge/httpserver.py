@@ -52,10 +52,21 @@ class WsgiServer:
     def stop(self, timeout: float = 2.0) -> None:
         """Close the listener and every open connection, then wait for the thread. Idempotent."""
         server = self._server
-        for channel in list(server._map.values()):  # type: ignore[union-attr]
-            channel.close()
+        if self._thread.is_alive():
+            # Close the sockets from inside the serving loop (closing them from here races its select):
+            # once its map is empty, waitress's loop returns.
+            server.trigger.pull_trigger(lambda: self._close_all(server))  # type: ignore[union-attr]
+        else:
+            self._close_all(server)
         server.task_dispatcher.shutdown(timeout=int(timeout) or 1)
         if self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise RuntimeError(f"{self.name} server thread did not stop within {timeout:.1f} s")
+
+    @staticmethod
+    def _close_all(server: Any) -> None:
+        for channel in list(server._map.values()):
+            if channel is not server.trigger:
+                channel.close()
+        server.trigger.close()

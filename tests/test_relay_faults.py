@@ -94,3 +94,90 @@ def test_10000_events_while_the_broker_is_killed_three_times(tmp_path: Path) -> 
     finally:
         collector.stop()
         broker.stop()
+
+
+def test_node_sigkilled_ten_times_during_a_5000_event_stream_loses_nothing_accepted(tmp_path: Path) -> None:
+    with Mosquitto(tmp_path / "broker") as broker, Collector(broker.url, EVENTS) as collector:
+        node = NodeProcess(tmp_path / "node", broker.url)
+        accepted: list[dict[str, object]] = []
+        kills = 0
+        offset = 0
+        rng = random.Random(20261123)
+        while kills < 10 or len(accepted) < 5000:
+            node.start()
+            if kills >= 10:  # all kills done: finish the stream on a healthy node
+                batch, errors = tap_many(node, 5000 - len(accepted), start=offset)
+                assert errors == []
+                accepted += batch
+                break
+            killer = threading.Timer(rng.uniform(0.05, 0.6), node.kill)
+            killer.start()
+            batch, _ = tap_many(node, 5000, start=offset, stop_on_error=True)
+            killer.join()
+            node.kill()  # no-op if the timer already did it
+            kills += 1
+            accepted += batch
+            offset += 5000
+        wanted = {str(a["id"]) for a in accepted}
+        ok = collector.wait_for(lambda m: wanted <= {i for _, i in _ids(collector)}, timeout=60)
+        got = _ids(collector)
+        assert ok, f"{len(wanted - {i for _, i in got})} accepted events never arrived"
+        by_seq: dict[int, set[str]] = {}
+        for seq, event_id in got:
+            by_seq.setdefault(seq, set()).add(event_id)
+        assert all(len(ids) == 1 for ids in by_seq.values()), "a seq was reused for a different event"
+        assert node.stop() == 0
+        assert kills == 10 and node.starts == 11
+
+
+def test_outbox_bound_refuses_protected_evicts_low_value_and_raises_the_alarm(tmp_path: Path) -> None:
+    broker, collector = _persistent_broker_and_collector(tmp_path / "broker")
+    presence = Collector(broker.url, "retail/v1/store-7/till-1/status", persistent=True, client_id="presence")
+    try:
+        broker.restart()  # persist the presence subscriber's session too
+        broker.stop()
+        node = NodeProcess(tmp_path / "node", broker.url, OUTBOX__MAX_ROWS="40", STATUS__INTERVAL="1")
+        with node:
+            deadline = time.monotonic() + 10
+            while node.status()["outbox"]["by_type"].get("status", 0) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            queued_status = node.status()["outbox"]["by_type"].get("status", 0)
+            assert queued_status >= 3
+            accepted, errors = tap_many(node, 60, threads=1)
+            assert len(accepted) == 40 and len(errors) == 20  # every status event made way for a tap
+            assert all(e.startswith("507") and "outbox full" in e and "outbox_full" in e for e in errors)
+            cli = node.cli("sim", "tap", "04AABBCCDDEEFF")
+            assert cli.returncode == 1 and "outbox full" in cli.stderr and "Traceback" not in cli.stderr
+            status = node.status()
+            assert status["alarms"] == ["outbox_full"] and status["state"] == "degraded"
+            assert status["outbox"]["by_type"] == {"identity": 40}
+            assert status["outbox"]["evicted"]["status"] >= 3
+            assert status["outbox"]["refused"]["identity"] == 21
+            _, metrics = node.request("GET", "/metrics")
+            assert "kiosk_edge_outbox_full 1.0" in metrics
+            assert 'kiosk_edge_outbox_evicted_total{type="status"}' in metrics
+            text = node.cli("status").stdout
+            assert "alarms:   outbox_full" in text
+            time.sleep(1.5)  # a heartbeat arrives while full: dropped, counted, logged
+            assert node.status()["outbox"]["refused"].get("status", 0) >= 1
+            broker.start()
+            wanted = {str(a["id"]) for a in accepted}
+            assert collector.wait_for(lambda m: wanted <= {i for _, i in _ids(collector)}, timeout=30)
+            # presence told central about the alarm on connect, and again when the drain cleared it
+            assert presence.wait_for(
+                lambda msgs: any(json.loads(m.payload)["body"]["alarms"] == [] for m in msgs[1:]), timeout=10
+            )
+            bodies = [json.loads(m.payload)["body"] for m in presence.messages()]
+            assert any(b["alarms"] == ["outbox_full"] and b["state"] == "online" for b in bodies)
+            deadline = time.monotonic() + 5
+            while node.status()["alarms"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert node.status()["alarms"] == []
+        log = node.log_text()
+        assert "ALARM outbox_full" in log and "evicted" in log and "refused the new identity event" in log
+        assert "dropped a status event" in log and "alarm outbox_full cleared" in log
+        assert "Traceback" not in log
+    finally:
+        presence.stop()
+        collector.stop()
+        broker.stop()
