@@ -114,6 +114,38 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (all its threads), in seconds, from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()  # the command name may contain spaces: skip past it
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU use of a few processes over a phase, as % of one core: tells CPU-bound from waiting.
+
+    A Python process near 100 % is bound by its GIL (one core), whatever the machine has.
+    """
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.began = time.perf_counter()
+
+    def percent(self) -> dict[str, float]:
+        """% of one core each process used since construction."""
+        wall = time.perf_counter() - self.began
+        return {
+            f"{name}_cpu_percent": 100 * (cpu_seconds(pid) - self.start[name]) / wall
+            for name, pid in self.pids.items()
+        }
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on this 2-vCPU machine skews every absolute figure."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 # --------------------------------------------------------------------------------------------------
 # the verifying subscriber
 
@@ -296,9 +328,18 @@ def measure_ceiling(broker: Mosquitto, workdir: Path, count: int, label: str) ->
     topic = f"{TOPIC_ROOT}/{STORE}/{node}/event/identity"
     payload = secrets.token_hex(CEILING_PAYLOAD)[:CEILING_PAYLOAD].encode()
     with Subscriber(broker, event_topic(node), workdir / f"sub-ceiling-{label}.txt") as sub:
+        assert broker.pid is not None
+        meter = CpuMeter(bench=os.getpid(), broker=broker.pid)
         elapsed = _WindowedPublisher(broker.port, topic, payload).run(count)
+        cpu = meter.percent()
         received = sub.wait_for(count, 30.0) if sub.available else None
-    return {"messages": count, "seconds": elapsed, "rate": count / elapsed, "subscriber_received": received}
+    return {
+        "messages": count,
+        "seconds": elapsed,
+        "rate": count / elapsed,
+        "subscriber_received": received,
+        **cpu,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,9 +445,7 @@ class NodeProcess:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the node process so far (its threads included), in seconds."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()  # the command name may contain spaces: skip past it
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (the node finishes in-flight publishes and closes its database), SIGKILL if stuck."""
@@ -433,7 +472,7 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
 
-def measure_drain(node: NodeProcess, count: int, timeout: float = 180.0) -> dict[str, Any]:
+def measure_drain(node: NodeProcess, count: int, broker_pid: int, timeout: float = 180.0) -> dict[str, Any]:
     """Start the node and poll /status every ~20 ms until ``broker.acknowledged`` reaches ``count``.
 
     The clock starts at the first poll that shows ``broker.connected``. The node starts draining the
@@ -461,6 +500,7 @@ def measure_drain(node: NodeProcess, count: int, timeout: float = 180.0) -> dict
             broker, acked = status["broker"], int(status["broker"]["acknowledged"])
             if t0 is None and broker["connected"]:
                 t0, ack0 = now, acked
+                meter = CpuMeter(node=node.pid, broker=broker_pid)
             if t0 is not None:
                 samples.append((now, acked))
                 if acked >= count:
@@ -470,8 +510,9 @@ def measure_drain(node: NodeProcess, count: int, timeout: float = 180.0) -> dict
         if time.monotonic() > deadline:
             raise BenchError(f"drain did not finish within {timeout:.0f} s:\n{node.log_tail()}")
         time.sleep(max(0.0, 0.02 - (time.perf_counter() - asked)))
-    assert t0 is not None
+    assert t0 is not None and status is not None
     t1 = samples[-1][0]
+    cpu = meter.percent()
     rss, hwm = node.memory_kb()
     peak_rss = max(peak_rss, rss)
     depth = int(status["outbox"]["depth"])
@@ -486,6 +527,7 @@ def measure_drain(node: NodeProcess, count: int, timeout: float = 180.0) -> dict
         "depth_after": depth,
         "status_polls": len(poll_seconds),
         "status_poll_ms_median": 1000 * sorted(poll_seconds)[len(poll_seconds) // 2],
+        **cpu,
     }
 
 
@@ -602,6 +644,8 @@ def measure_live(broker: Mosquitto, workdir: Path, count: int, producers: int) -
         ]
         for thread in threads:
             thread.start()
+        assert broker.pid is not None
+        meter = CpuMeter(bench=os.getpid(), broker=broker.pid)
         started = time.perf_counter()
         go.set()
         for thread in threads:
@@ -612,6 +656,7 @@ def measure_live(broker: Mosquitto, workdir: Path, count: int, producers: int) -
         if not deliveries.done.wait(120.0):
             raise BenchError(f"live: only {len(deliveries.times)}/{count} delivered after 120 s")
         assert deliveries.done_at is not None
+        cpu = meter.percent()
         received = sub.wait_for(count, 30.0) if sub.available else None
         distinct = sub.distinct_seqs() if sub.available else None
     elapsed = deliveries.done_at - started
@@ -624,6 +669,7 @@ def measure_live(broker: Mosquitto, workdir: Path, count: int, producers: int) -
         "intake_rate": count / (intake_done - started),
         "subscriber_received": received,
         "subscriber_distinct": distinct,
+        **cpu,
     }
 
 
@@ -674,13 +720,15 @@ def measure_latency(broker: Mosquitto, workdir: Path, rate: float, seconds: floa
 
 def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     """All phases against one broker; a failed phase is recorded as an error and the others still run."""
-    figures: dict[str, Any] = {"errors": {}}
+    figures: dict[str, Any] = {"errors": {}, "load_before": load_average()}
     broker = Mosquitto(workdir / "broker")  # persistence off (the default)
     broker.start()
     node: NodeProcess | None = None
     try:
         version = re.search(r"mosquitto version (\S+) running", broker.log_text())
         figures["mosquitto"] = version.group(1) if version else "?"
+        assert broker.pid is not None
+        broker_pid = broker.pid
 
         def phase(name: str, action: Callable[[], dict[str, Any]]) -> None:
             print(f"  {name} ...", flush=True)
@@ -700,7 +748,7 @@ def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         if "fill" in figures:
             node = NodeProcess(workdir, data_dir, broker.url, "bench-node")
             with Subscriber(broker, event_topic("bench-node"), workdir / "sub-drain.txt") as sub:
-                phase("drain", lambda: measure_drain(node, sizes.drain))  # type: ignore[union-attr]
+                phase("drain", lambda: measure_drain(node, sizes.drain, broker_pid))  # type: ignore[union-attr]
                 if "drain" in figures and sub.available:
                     figures["drain"]["subscriber_received"] = sub.wait_for(sizes.drain, 30.0)
                     figures["drain"]["subscriber_distinct"] = sub.distinct_seqs()
@@ -715,6 +763,7 @@ def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         if node is not None:
             node.stop()
         broker.stop()
+    figures["load_after"] = load_average()
     runs = [figures[k]["rate"] for k in ("ceiling_1", "ceiling_2") if k in figures]
     if runs:
         figures["ceiling"] = {"rate": max(runs), "runs": runs, "payload": CEILING_PAYLOAD}
@@ -840,6 +889,20 @@ def report(figures: dict[str, Any], sizes: Sizes, quick: bool, wall: float) -> l
         checks.append(text)
     if checks:
         print("subscriber (mosquitto_sub, QoS 1) received: " + "; ".join(checks))
+    cpu = []
+    for name, procs in (
+        ("ceiling_1", ("bench", "broker")),
+        ("drain", ("node", "broker")),
+        ("live", ("bench", "broker")),
+    ):
+        if name in figures:
+            cpu.append(name + " " + " / ".join(f"{p} {figures[name][p + '_cpu_percent']:.0f}" for p in procs))
+    if cpu:
+        print("CPU, % of one core: " + "; ".join(cpu))
+    print(
+        f"load average (1 min) before/after: {figures['load_before']:.2f} / {figures['load_after']:.2f}"
+        + ("  <- other work was running: absolute figures are skewed" if figures["load_before"] > 0.5 else "")
+    )
     if "node_exit_code" in figures:
         print(f"node stopped with exit code {figures['node_exit_code']}")
     for name, error in figures["errors"].items():

@@ -312,63 +312,74 @@ class _Session:
                 client.socket() and client.socket().close()  # type: ignore[union-attr]
             self._flush_acks(wait=True)
 
+    def _handshake_failed(self) -> ConnectFailed:
+        hint = " (client certificate missing or refused?)" if self.options.tls is not None else ""
+        return ConnectFailed(
+            f"broker {self.options.display_url} closed the connection during the handshake{hint}"
+        )
+
+    def _io(self, client: mqtt.Client, sock: Any, next_misc: float) -> float:
+        """One round of network I/O (or a wake-up); returns when ``loop_misc`` is due next."""
+        relay = self.relay
+        wants = [sock] if client.want_write() else []
+        readable, writable, _ = select.select([sock, relay._wake_r], wants, [], MISC_INTERVAL)
+        if relay._wake_r in readable:
+            relay._drain_wake()
+        ok = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if sock in readable and client.loop_read(max_packets=self.options.window + 8) != ok:
+            self.lost = True
+        if sock in writable and not self.lost and client.loop_write() != ok:
+            self.lost = True
+        now = time.monotonic()
+        if now >= next_misc:
+            next_misc = now + MISC_INTERVAL
+            if client.loop_misc() != ok:
+                self.lost = True
+        return next_misc
+
+    def _on_connected(self, client: mqtt.Client) -> None:
+        assert self.connack is not None
+        if self.connack.is_failure:
+            raise ConnectFailed(f"broker {self.options.display_url} refused us: {self.connack}")
+        relay = self.relay
+        relay._connected = True
+        relay._connected_since = time.time()
+        relay._last_error = None
+        log.info("mqtt: connected to %s", self.options.display_url)
+        self._publish_presence(client, "online", "connected")
+
+    def _report_loss(self, connected: bool) -> None:
+        if self.refused:
+            self.relay._last_error = self.refused
+            log.warning("mqtt: %s", self.refused)
+        elif connected:
+            log.warning("mqtt: connection to %s lost; events stay queued", self.options.display_url)
+
     def _loop(self, client: mqtt.Client) -> bool:
         relay = self.relay
         sock = client.socket()
         if sock is None:  # paho already closed it: the peer hung up during the handshake
-            hint = " (client certificate missing or refused?)" if self.options.tls is not None else ""
-            raise ConnectFailed(
-                f"broker {self.options.display_url} closed the connection during the handshake{hint}"
-            )
+            raise self._handshake_failed()
         connack_deadline = time.monotonic() + self.options.connect_timeout
         connected = False
         next_misc = time.monotonic() + MISC_INTERVAL
         stop_deadline: float | None = None
         while True:
-            wants = [sock] if client.want_write() else []
-            readable, writable, _ = select.select([sock, relay._wake_r], wants, [], MISC_INTERVAL)
-            if relay._wake_r in readable:
-                relay._drain_wake()
-            if (
-                sock in readable
-                and client.loop_read(max_packets=self.options.window + 8) != MQTTErrorCode.MQTT_ERR_SUCCESS
-            ):
-                self.lost = True
-            if sock in writable and not self.lost and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.lost = True
+            next_misc = self._io(client, sock, next_misc)
             now = time.monotonic()
-            if now >= next_misc:
-                next_misc = now + MISC_INTERVAL
-                if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self.lost = True
             if self.connack is not None and not connected:
-                if self.connack.is_failure:
-                    raise ConnectFailed(f"broker {self.options.display_url} refused us: {self.connack}")
+                self._on_connected(client)
                 connected = True
-                relay._connected = True
-                relay._connected_since = time.time()
-                relay._last_error = None
-                log.info("mqtt: connected to %s", self.options.display_url)
-                self._publish_presence(client, "online", "connected")
-            if not connected and not self.lost and now > connack_deadline:
-                raise ConnectFailed(
-                    f"broker {self.options.display_url} sent no CONNACK within {self.options.connect_timeout:g} s"
-                )
             if self.lost:
-                if not connected and self.connack is None:
-                    hint = " (client certificate missing or refused?)" if self.options.tls is not None else ""
-                    raise ConnectFailed(
-                        f"broker {self.options.display_url} closed the connection during the handshake{hint}"
-                    )
-                if self.refused:
-                    relay._last_error = self.refused
-                    log.warning("mqtt: %s", self.refused)
-                elif connected:
-                    log.warning("mqtt: connection to %s lost; events stay queued", self.options.display_url)
+                if not connected:
+                    raise self._handshake_failed()
+                self._report_loss(connected)
                 return connected
+            if not connected and now > connack_deadline:
+                timeout = self.options.connect_timeout
+                raise ConnectFailed(f"broker {self.options.display_url} sent no CONNACK within {timeout:g} s")
             if relay._stopping.is_set():
-                if stop_deadline is None:
-                    stop_deadline = now + STOP_GRACE
+                stop_deadline = stop_deadline or now + STOP_GRACE
                 if not connected or not self.inflight or now >= stop_deadline:
                     self._shutdown(client, sock, connected)
                     return connected

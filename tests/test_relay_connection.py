@@ -99,7 +99,9 @@ def test_sigterm_with_a_backlog_in_flight_exits_0_within_5_s_and_loses_nothing(t
         node = NodeProcess(tmp_path / "node", broker.url)
         node.start()
         result: dict[str, object] = {}
-        producer = threading.Thread(target=lambda: result.update(zip(("ok", "err"), tap_many(node, 3000))))
+        producer = threading.Thread(
+            target=lambda: result.update(zip(("ok", "err"), tap_many(node, 3000), strict=True))
+        )
         producer.start()
         time.sleep(0.5)
         started = time.monotonic()
