@@ -25,15 +25,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-from sqlalchemy import Engine, func, select, text
+from typing import Any
 
 from cloud_sync.envelope import MAX_PAYLOAD_BYTES, SignedMessage, Signer
 from cloud_sync.errors import CloudSyncError, OutboxClosed, OutboxFull
 from cloud_sync.messages import EventClass, event_class, validate_body
-from cloud_sync.schema import counters, outbox
-from cloud_sync.store import open_engine
+from cloud_sync.store import connect, ensure_schema
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +102,10 @@ _SAVE_SEQ = (
 )
 _OLDEST_EVICTABLE = "SELECT seq FROM outbox WHERE evictable = 1 ORDER BY seq LIMIT ?"
 _FETCH = "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?"
+_OLDEST_CREATED = "SELECT created_at FROM outbox ORDER BY seq LIMIT 1"
+_COUNT_BY_TYPE = (
+    "SELECT event_type, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY event_type"
+)
 
 
 class Outbox:
@@ -124,7 +125,10 @@ class Outbox:
         self._topic_prefix = f"{topic_root}/{signer.store}/{signer.node}/event/"
         self.limits = limits or Limits()
         self._on_alarm = on_alarm
-        self._engine: Engine = open_engine(path)
+        if ensure_schema(path):
+            log.info("outbox %s: schema migrated to the newest revision", path)
+        self._stats_conn = connect(path)
+        self._stats_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._listeners: list[Callable[[], None]] = []
         self._closed = threading.Event()
@@ -178,7 +182,7 @@ class Outbox:
 
     def reader(self) -> OutboxReader:
         """A read-only cursor over the backlog for one thread (the relay); close it when done."""
-        return OutboxReader(self._engine)
+        return OutboxReader(connect(self.path))
 
     def seal_presence(self, body: dict[str, Any]) -> SignedMessage:
         """Sign a presence message (not queued: it is retained state, not an event) at the current seq."""
@@ -193,8 +197,9 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         """Counters kept by the writer plus the oldest row's age from the database."""
-        with self._engine.connect() as conn:
-            oldest = conn.execute(select(outbox.c.created_at).order_by(outbox.c.seq).limit(1)).scalar()
+        with self._stats_lock:
+            row = self._stats_conn.execute(_OLDEST_CREATED).fetchone()
+        oldest = None if row is None else float(row[0])
         with self._lock:
             return OutboxStats(
                 depth=self._rows,
@@ -218,7 +223,8 @@ class Outbox:
         self._writer.join(timeout)
         if self._writer.is_alive():
             raise RuntimeError(f"outbox writer did not stop within {timeout:.1f} s")
-        self._engine.dispose()
+        with self._stats_lock:
+            self._stats_conn.close()
 
     def __enter__(self) -> Outbox:
         return self
@@ -229,27 +235,19 @@ class Outbox:
     # -- writer thread -----------------------------------------------------------------------------
 
     def _load_counters(self) -> None:
-        with self._engine.connect() as conn:
-            for etype, count, size in conn.execute(
-                select(
-                    outbox.c.event_type,
-                    func.count(),
-                    func.coalesce(func.sum(func.length(outbox.c.payload)), 0),
-                ).group_by(outbox.c.event_type)
-            ):
+        with self._stats_lock:
+            conn = self._stats_conn
+            for etype, count, size in conn.execute(_COUNT_BY_TYPE):
                 self._by_type[etype] = int(count)
                 self._rows += int(count)
                 self._bytes += int(size)
-            stored = conn.execute(select(counters.c.value).where(counters.c.name == "last_seq")).scalar()
-            max_seq = conn.execute(select(func.max(outbox.c.seq))).scalar()
-            self._last_seq = max(int(stored or 0), int(max_seq or 0))
+            stored = conn.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
+            max_seq = conn.execute("SELECT max(seq) FROM outbox").fetchone()
+        self._last_seq = max(int(stored[0]) if stored else 0, int(max_seq[0] or 0) if max_seq else 0)
         self._full = self._over_clear_mark()
 
     def _run_writer(self) -> None:
-        # The hot path talks to the DB-API connection directly: SQLAlchemy Core costs ~80 us per
-        # statement here, more than the rows themselves; schema and reads stay with SQLAlchemy.
-        pooled = self._engine.raw_connection()
-        conn = cast(sqlite3.Connection, pooled.driver_connection)
+        conn = connect(self.path)
         try:
             stop = False
             while not stop:
@@ -266,7 +264,7 @@ class Outbox:
                 if batch:
                     self._commit_batch(conn, batch)
         finally:
-            pooled.close()
+            conn.close()
 
     def _drain_remaining(self) -> list[Any]:
         rest: list[Any] = []
@@ -430,9 +428,8 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 class OutboxReader:
     """Streams the backlog in ``seq`` order in bounded batches, never the whole table at once."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._pooled = engine.raw_connection()
-        self._conn = cast(sqlite3.Connection, self._pooled.driver_connection)
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
     def fetch_after(self, seq: int, limit: int) -> list[QueuedEvent]:
         """Up to ``limit`` events with a sequence number above ``seq``."""
@@ -442,40 +439,35 @@ class OutboxReader:
 
     def close(self) -> None:
         """Release the connection."""
-        self._pooled.close()
+        self._conn.close()
 
 
 def read_stats(path: Path) -> OutboxStats | None:
     """Backlog figures straight from the file, for ``kiosk-edge outbox`` when no node is running.
 
-    Opens without migrating and without the writer, so it never changes the database; returns None
-    when the file does not exist yet.
+    Never migrates or writes; returns None when the file or its schema does not exist yet.
     """
     if not path.exists():
         return None
-    engine = open_engine(path, migrate=False)
+    conn = connect(path)
     try:
-        with engine.connect() as conn:
-            has = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name='outbox'")).first()
-            if not has:
-                return None
-            by_type = {
-                str(t): int(c)
-                for t, c in conn.execute(
-                    select(outbox.c.event_type, func.count()).group_by(outbox.c.event_type)
-                )
-            }
-            size = conn.execute(select(func.coalesce(func.sum(func.length(outbox.c.payload)), 0))).scalar()
-            oldest = conn.execute(select(outbox.c.created_at).order_by(outbox.c.seq).limit(1)).scalar()
-            last = conn.execute(select(counters.c.value).where(counters.c.name == "last_seq")).scalar()
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone():
+            return None
+        by_type: dict[str, int] = {}
+        size = 0
+        for etype, count, type_bytes in conn.execute(_COUNT_BY_TYPE):
+            by_type[str(etype)] = int(count)
+            size += int(type_bytes)
+        oldest = conn.execute(_OLDEST_CREATED).fetchone()
+        last = conn.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
     finally:
-        engine.dispose()
+        conn.close()
     return OutboxStats(
         depth=sum(by_type.values()),
-        bytes=int(size or 0),
+        bytes=size,
         by_type=by_type,
-        oldest_created=oldest,
-        last_seq=int(last or 0),
+        oldest_created=None if oldest is None else float(oldest[0]),
+        last_seq=int(last[0]) if last else 0,
         full=False,
         evicted={},
         refused={},

@@ -31,7 +31,7 @@ class WsgiServer:
                 ident=None,
                 clear_untrusted_proxy_headers=True,
                 channel_timeout=30,
-                asyncore_loop_timeout=0.2,
+                asyncore_loop_timeout=1,  # an int: waitress truncates 0.2 to 0 and then busy-loops
             )
         except OSError as exc:
             raise PortUnavailable(

@@ -10,7 +10,6 @@ Both live in the data directory (0700) with mode 0600 and are never logged.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from cryptography.hazmat.primitives.serialization import (
 
 from cloud_sync.envelope import encode_public_key
 from edge.errors import KeyFileError
-
-log = logging.getLogger(__name__)
 
 SIGNING_KEY_FILE = "node-signing.key"
 PSEUDONYM_KEY_FILE = "pseudonym.key"
@@ -83,7 +80,6 @@ def init_keys(data_dir: Path, pseudonym_key_file: Path | None) -> InitResult:
         pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         write_secret(signing, pem)
         created_signing = True
-        log.info("created the node signing key %s", signing)
     created_pseudonym = False
     if pseudonym_key_file is not None:
         source = pseudonym_key_file
@@ -92,11 +88,6 @@ def init_keys(data_dir: Path, pseudonym_key_file: Path | None) -> InitResult:
         if not source.exists():
             write_secret(source, secrets.token_hex(32).encode() + b"\n")
             created_pseudonym = True
-            log.warning(
-                "standalone node: generated a random pseudonymisation key %s; identity tokens will not "
-                "match other stores' (set identity.pseudonym_key_file to the chain's key for that)",
-                source,
-            )
     load_pseudonym_key(source)  # validate whichever we use
     return InitResult(created_signing, created_pseudonym, source)
 

@@ -115,10 +115,17 @@ class Node:
         s = self.settings
         data_dir = ensure_data_dir(s.data.dir)
         keys = init_keys(data_dir, s.identity.pseudonym_key_file)
+        if keys.created_pseudonym:
+            log.warning(
+                "standalone node: generated a random pseudonymisation key %s; identity tokens will not match "
+                "other stores' (set identity.pseudonym_key_file to the chain's key for that)",
+                keys.pseudonym_source,
+            )
         if keys.created_signing:
             log.info(
-                "first start: created the node's signing key; register it centrally with "
+                "first start: created the node signing key in %s; register it centrally with "
                 "'kiosk-central nodes add %s %s $(kiosk-edge keys show)'",
+                data_dir,
                 s.node.store,
                 s.node.id,
             )

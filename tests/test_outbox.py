@@ -15,7 +15,7 @@ from cloud_sync.envelope import Signer, verify
 from cloud_sync.errors import EnvelopeError, OutboxClosed, OutboxFull
 from cloud_sync.messages import EventClass, event_class
 from cloud_sync.outbox import Limits, Outbox, disk_usage, read_stats
-from cloud_sync.store import current_revision, open_engine
+from cloud_sync.store import HEAD_REVISION, MIGRATIONS, connect, schema_revision
 
 KEY = Ed25519PrivateKey.generate()
 TAP = {"source": "nfc", "token": "ab" * 32, "device": "sim-reader"}
@@ -50,16 +50,45 @@ def test_accept_is_durable_before_it_returns(tmp_path: Path) -> None:
 
 
 def test_schema_is_migrated_by_alembic_and_wal_full_is_on(tmp_path: Path) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, inspect
+
+    from cloud_sync.schema import metadata
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
     with make(tmp_path):
         pass
-    engine = open_engine(tmp_path / "outbox.sqlite3", migrate=False)
+    path = tmp_path / "outbox.sqlite3"
+    assert schema_revision(path) == HEAD_REVISION
+    # the migrated schema is the one cloud_sync.schema declares
+    engine = create_engine(f"sqlite:///{path}")
     try:
-        assert current_revision(engine) == "0001"
-        with engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        inspector = inspect(engine)
+        for table in metadata.sorted_tables:
+            assert {c["name"] for c in inspector.get_columns(table.name)} == {c.name for c in table.columns}
     finally:
         engine.dispose()
+    conn = connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        conn.close()
+
+
+def test_an_old_schema_is_upgraded_on_open(tmp_path: Path) -> None:
+    from cloud_sync.store import upgrade
+
+    path = tmp_path / "outbox.sqlite3"
+    upgrade(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    with make(tmp_path) as ob:
+        ob.accept("identity", TAP)
+    assert schema_revision(path) == HEAD_REVISION
 
 
 def test_seq_is_monotonic_across_restarts_even_when_empty(tmp_path: Path) -> None:
