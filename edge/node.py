@@ -143,6 +143,16 @@ class Node:
         stats = self.outbox.stats()
         log.info("outbox %s: %d event(s) queued, last seq %d", outbox_path(s), stats.depth, stats.last_seq)
 
+        # Registered in the reverse of the stop order (the ExitStack unwinds last-in first-out): intake
+        # (devices, control endpoint) stops first, then the heartbeat, then the relay finishes in-flight
+        # publishes, and the outbox closes last.
+        self.relay = Relay(relay_options(s), self.outbox, self._presence)
+        self.relay.start()
+        self._stack.callback(self.relay.stop)
+        self._heartbeat = threading.Thread(target=self._run_heartbeat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+        self._stack.callback(self._stop_heartbeat)
+
         intake = Intake(self.outbox, pseudonymizer)
         if self.simulate:
             self._reader = SimCardReader(intake.card_tapped)
@@ -153,21 +163,9 @@ class Node:
             # Real back ends (pyscard, evdev, gpiozero) come with the device issue; until then the node
             # runs without devices and reports them absent rather than refusing to start.
             self._devices = [MissingDevice("nfc-reader"), MissingDevice("scanner"), MissingDevice("gpio")]
-        for device in self._devices:
-            device.start()
-            self._stack.callback(device.close)
-
-        self.relay = Relay(relay_options(s), self.outbox, self._presence)
 
         token = write_control_token(data_dir)
         collector = NodeCollector(self.outbox, self.relay, self.device_states)
-        admin = WsgiServer(
-            create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
-            "127.0.0.1",
-            s.admin.port,
-            name="admin endpoint",
-            setting="admin.port",
-        )
         kiosk = WsgiServer(
             create_app(KioskInfo(s.node.store, s.node.id, __version__)),
             "127.0.0.1",
@@ -175,17 +173,21 @@ class Node:
             name="kiosk",
             setting="kiosk.port",
         )
-        admin.start()
+        self._stack.callback(kiosk.stop)
+        admin = WsgiServer(
+            create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
+            "127.0.0.1",
+            s.admin.port,
+            name="admin endpoint",
+            setting="admin.port",
+        )
         self._stack.callback(admin.stop)
         kiosk.start()
-        self._stack.callback(kiosk.stop)
+        admin.start()
         self.admin_port, self.kiosk_port = admin.port, kiosk.port
-
-        self.relay.start()
-        self._stack.callback(self.relay.stop)
-        self._heartbeat = threading.Thread(target=self._run_heartbeat, name="heartbeat", daemon=True)
-        self._heartbeat.start()
-        self._stack.callback(self._stop_heartbeat)
+        for device in self._devices:
+            device.start()
+            self._stack.callback(device.close)
         log.info(
             "node %s/%s running (%s devices), broker %s",
             s.node.store,
