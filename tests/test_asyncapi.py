@@ -1,4 +1,4 @@
-"""The AsyncAPI document (docs/asyncapi.yaml) is valid, matches the pydantic models and real messages."""
+"""The AsyncAPI document (docs/asyncapi.yaml) is valid, matches the message models and real messages."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def test_example_validates(example: Any) -> None:
     payload = example.payload
     validate_message(example.kind, payload)
     validate_payload(_topic(example.kind, payload["store"], payload["node"]), json.dumps(payload).encode())
-    # The body is exactly what the pydantic model produces, and the signature verifies with the
+    # The body is exactly what the message model produces, and the signature verifies with the
     # example key the document publishes.
     assert validate_body(example.kind, payload["body"]) == payload["body"]
     key = decode_public_key(load_document()["info"]["x-example-public-key"])
@@ -249,7 +249,7 @@ def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: Ed25519P
     assert doc["seq"] == rows[-1].seq  # presence carries the highest event seq allocated
 
 
-# -- the body schemas mirror the pydantic models ----------------------------------------------------
+# -- the body schemas mirror the message models ----------------------------------------------------
 
 _CTRL = "nfc0\n"
 BODY_CASES: list[tuple[str, dict[str, Any]]] = [
@@ -300,7 +300,7 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("presence", {**BODIES["presence"], "state": "offline", "reason": "shutdown"}),
     ("presence", {**BODIES["presence"], "reason": "alarm", "alarms": ["outbox_full"]}),
     ("presence", {**BODIES["presence"], "outbox": {"depth": 3, "bytes": 9, "oldest_age_s": 2}}),
-    ("presence", {**BODIES["presence"], "outbox": None}),  # pydantic drops it: never on the wire
+    ("presence", {**BODIES["presence"], "outbox": None}),  # the model drops it: never on the wire
     ("presence", {**BODIES["presence"], "state": "degraded"}),
     ("presence", {**BODIES["presence"], "reason": "timeout"}),
     ("presence", {**BODIES["presence"], "version": ""}),
@@ -310,7 +310,7 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("kind", "body"), BODY_CASES)
-def test_body_schema_agrees_with_pydantic(kind: str, body: dict[str, Any]) -> None:
+def test_body_schema_agrees_with_the_model(kind: str, body: dict[str, Any]) -> None:
     """The schema accepts a body exactly when the model accepts it unchanged (what goes on the wire)."""
     try:
         model_ok = validate_body(kind, body) == body
@@ -323,7 +323,7 @@ def test_body_schema_agrees_with_pydantic(kind: str, body: dict[str, Any]) -> No
         schema_ok = True
     except ValidationError:
         schema_ok = False
-    assert schema_ok == model_ok, f"schema says {schema_ok}, pydantic says {model_ok}"
+    assert schema_ok == model_ok, f"schema says {schema_ok}, the model says {model_ok}"
 
 
 # -- (d) hostile and malformed payloads are refused ------------------------------------------------

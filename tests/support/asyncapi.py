@@ -9,7 +9,7 @@ The document is the contract with central; this helper makes it executable in th
   message kind (``identity``, ``assist``, ``status``, ``presence``).
 
 Every mismatch raises ``jsonschema.ValidationError``. Validation is JSON Schema draft 7 with two
-deliberate tightenings, so the check is as strict as the node's own pydantic models and the wire rules:
+deliberate tightenings, so the check is as strict as the node's own message models and the wire rules:
 
 * ``integer`` does not accept floats (JSON Schema would accept ``1.0``; the envelope forbids any float,
   and the raw JSON is also scanned for float literals, ``NaN`` and ``Infinity``);
