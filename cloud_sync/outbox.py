@@ -293,12 +293,6 @@ class Outbox:
         saved = (self._rows, self._bytes, self._by_type.copy(), self._last_seq, self._evicted.copy())
         accepted: list[tuple[_Append, SignedMessage]] = []
         refused: list[tuple[_Append, Exception]] = []
-        relaxed = not appends
-        if relaxed:
-            # Only deletions of delivered rows: no fsync needed. Losing them to a power cut means a
-            # duplicate publish later (the receiver deduplicates), never a lost event; skipping the fsync
-            # keeps the intake's group commits from queueing behind the relay's bookkeeping.
-            conn.execute("PRAGMA synchronous=NORMAL")
         try:
             seqs = [seq for ack in acks for seq in ack.seqs]
             if seqs:
@@ -331,9 +325,6 @@ class Outbox:
                 if ack.future is not None:
                     ack.future.set_exception(failure)
             return
-        finally:
-            if relaxed:
-                conn.execute("PRAGMA synchronous=FULL")
         # Alarm and relay first: a caller that sees its future resolve also sees their effects, and the
         # relay starts publishing while the producers wake up.
         self._update_alarm()
