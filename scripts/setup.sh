@@ -22,6 +22,7 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >
 fi
 if [ "$WITH_TEST" = 1 ]; then
   need_cmd mosquitto mosquitto
+  need_cmd mosquitto_sub mosquitto-clients   # the benchmark's delivery check
   need_cmd node nodejs
   need_cmd npm npm
 fi
