@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Most requests folded into one transaction; bounds the latency a large burst adds to its first caller.
 MAX_GROUP = 512
+#: An accept that has not committed by then fails (a stuck disk must not hang a till forever).
+ACCEPT_TIMEOUT = 30.0
 #: The alarm clears once the backlog is below this share of the bound (hysteresis, so it does not flap).
 CLEAR_RATIO = 0.9
 
@@ -155,7 +157,10 @@ class Outbox:
         ``OutboxUnavailable`` when the disk refused it and ``OutboxClosed`` during shutdown.
         """
         request = self.submit(event_type, body)
-        return request.result()
+        try:
+            return request.result(timeout=ACCEPT_TIMEOUT)
+        except TimeoutError:
+            raise OutboxUnavailable(f"the outbox did not commit within {ACCEPT_TIMEOUT:g} s") from None
 
     def submit(self, event_type: str, body: dict[str, Any]) -> Future[SignedMessage]:
         """Like ``accept`` but returns a future; the event counts as accepted only once it resolves."""
@@ -273,7 +278,11 @@ class Outbox:
                     batch = [item for item in batch if item is not _SENTINEL]
                     batch.extend(self._drain_remaining())
                 if batch:
-                    self._commit_batch(conn, batch)
+                    try:
+                        self._commit_batch(conn, batch)
+                    except Exception as exc:  # a bug must not leave producers waiting forever
+                        log.exception("outbox writer: unexpected error; the batch was not accepted")
+                        _fail(batch, OutboxUnavailable(f"outbox writer error: {exc}"))
         finally:
             conn.close()
 
@@ -330,7 +339,10 @@ class Outbox:
         self._update_alarm()
         if accepted:
             for listener in self._listeners:
-                listener()
+                try:
+                    listener()
+                except Exception:  # the events are committed; a broken listener must not undo that
+                    log.exception("outbox listener failed")
         for request, message in accepted:
             request.future.set_result(message)
         for request, error in refused:
@@ -429,6 +441,14 @@ class Outbox:
             log.warning("alarm outbox_full cleared: backlog below %d%% of the bound", int(CLEAR_RATIO * 100))
         if self._on_alarm is not None:
             self._on_alarm(full)
+
+
+def _fail(batch: list[Any], error: Exception) -> None:
+    """Resolve every still-pending future of ``batch`` with ``error``."""
+    for item in batch:
+        future = getattr(item, "future", None)
+        if future is not None and not future.done():
+            future.set_exception(error)
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:

@@ -250,3 +250,28 @@ def test_disk_failure_is_reported_not_accepted(tmp_path: Path) -> None:
         # the failed event consumed seq 2 (a gap centrally, never a duplicate); nothing else was lost
         assert ob.accept("identity", TAP).seq == 3
     assert [json.loads(p)["seq"] for _, _, p in rows(tmp_path)] == [1, 3]
+
+
+def test_a_failing_listener_or_writer_bug_never_hangs_producers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cloud_sync.outbox import OutboxUnavailable
+
+    with make(tmp_path) as ob:
+
+        def broken() -> None:
+            raise RuntimeError("listener bug")
+
+        ob.add_listener(broken)
+        assert ob.accept("identity", TAP).seq == 1  # committed despite the listener
+        assert "outbox listener failed" in caplog.text
+        original = ob._place
+
+        def exploding(*args: object) -> object:
+            raise KeyError("writer bug")
+
+        ob._place = exploding  # type: ignore[method-assign]
+        with pytest.raises(OutboxUnavailable):
+            ob.accept("identity", TAP)
+        ob._place = original  # type: ignore[method-assign]
+        assert ob.accept("identity", TAP).seq == 3  # the writer thread is still alive
