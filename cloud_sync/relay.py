@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FETCH_BATCH = 500
 ACK_BATCH = 256
 MISC_INTERVAL = 1.0
+RECV_CHUNK = 65536
 STOP_GRACE = 3.0
 #: Repeated identical connection errors are logged at most this often (spares the SD card).
 ERROR_LOG_INTERVAL = 60.0
@@ -72,6 +73,34 @@ class RelayOptions:
 
 #: Builds a sealed presence message: (state, reason) -> message.
 PresenceFactory = Callable[[str, str], SignedMessage]
+
+
+class _BufferedClient(mqtt.Client):
+    """A paho client that reads the socket in large chunks.
+
+    paho reads each packet a few bytes at a time — three ``recv`` calls per PUBACK — and every call releases
+    and re-takes the GIL. Under load those rapid hand-offs starve the outbox writer, which needs the GIL back
+    after each of its own SQLite calls (the convoy effect). One large read now serves many packets from
+    memory; the relay loop drains the buffer before it waits in ``select`` again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = bytearray()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self._rbuf:
+            data = super()._sock_recv(RECV_CHUNK)
+            if not data:
+                return data  # end of stream: paho treats it as a lost connection
+            self._rbuf += data
+        chunk = bytes(self._rbuf[:bufsize])
+        del self._rbuf[:bufsize]
+        return chunk
+
+    def has_buffered(self) -> bool:
+        """Received bytes not yet parsed (the socket may no longer look readable)."""
+        return bool(self._rbuf)
 
 
 class ConnectFailed(OSError):  # noqa: N818
@@ -210,7 +239,7 @@ class Relay:
         if now - self._last_logged.get(message, -ERROR_LOG_INTERVAL) >= ERROR_LOG_INTERVAL:
             self._last_logged[message] = now
             log.warning(
-                "mqtt: %s; events stay queued, retrying (back-off up to %.0f s)",
+                "mqtt: %s; events stay queued, retrying (back-off up to %g s)",
                 message,
                 self.options.reconnect_max,
             )
@@ -263,9 +292,9 @@ class _Session:
         if self.relay._on_delivered is not None:
             self.relay._on_delivered(seq)
 
-    def _client(self) -> mqtt.Client:
+    def _client(self) -> _BufferedClient:
         o = self.options
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=o.client_id, protocol=mqtt.MQTTv5)
+        client = _BufferedClient(CallbackAPIVersion.VERSION2, client_id=o.client_id, protocol=mqtt.MQTTv5)
         client.connect_timeout = o.connect_timeout
         client.max_inflight_messages_set(o.window + 2)
         client.max_queued_messages_set(0)
@@ -318,15 +347,18 @@ class _Session:
             f"broker {self.options.display_url} closed the connection during the handshake{hint}"
         )
 
-    def _io(self, client: mqtt.Client, sock: Any, next_misc: float) -> float:
+    def _io(self, client: _BufferedClient, sock: Any, next_misc: float) -> float:
         """One round of network I/O (or a wake-up); returns when ``loop_misc`` is due next."""
         relay = self.relay
         wants = [sock] if client.want_write() else []
-        readable, writable, _ = select.select([sock, relay._wake_r], wants, [], MISC_INTERVAL)
+        buffered = client.has_buffered()
+        readable, writable, _ = select.select(
+            [sock, relay._wake_r], wants, [], 0 if buffered else MISC_INTERVAL
+        )
         if relay._wake_r in readable:
             relay._drain_wake()
         ok = MQTTErrorCode.MQTT_ERR_SUCCESS
-        if sock in readable and client.loop_read(max_packets=self.options.window + 8) != ok:
+        if (sock in readable or buffered) and client.loop_read(max_packets=self.options.window + 8) != ok:
             self.lost = True
         if sock in writable and not self.lost and client.loop_write() != ok:
             self.lost = True
@@ -355,7 +387,7 @@ class _Session:
         elif connected:
             log.warning("mqtt: connection to %s lost; events stay queued", self.options.display_url)
 
-    def _loop(self, client: mqtt.Client) -> bool:
+    def _loop(self, client: _BufferedClient) -> bool:
         relay = self.relay
         sock = client.socket()
         if sock is None:  # paho already closed it: the peer hung up during the handshake
