@@ -52,13 +52,15 @@ class WsgiServer:
     def stop(self, timeout: float = 2.0) -> None:
         """Close the listener and every open connection, then wait for the thread. Idempotent."""
         server = self._server
+        # First let the worker threads finish the requests they are serving: a finishing request pulls the
+        # loop's trigger, which must still be open then (closing it first raised EBADF in a worker).
+        server.task_dispatcher.shutdown(timeout=int(timeout) or 1)
         if self._thread.is_alive():
             # Close the sockets from inside the serving loop (closing them from here races its select):
             # once its map is empty, waitress's loop returns.
             server.trigger.pull_trigger(lambda: self._close_all(server))  # type: ignore[union-attr]
         else:
             self._close_all(server)
-        server.task_dispatcher.shutdown(timeout=int(timeout) or 1)
         if self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():
