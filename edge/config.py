@@ -254,6 +254,7 @@ def _env_overrides(
 
 
 def _decode_path(kind: type, value: Any) -> Any:
+    """Decode hook for ``Path`` fields; NotImplementedError is msgspec's protocol for "not mine"."""
     if kind is Path and isinstance(value, str):
         return Path(value)
     raise NotImplementedError
