@@ -19,7 +19,7 @@ from typing import Any
 from cloud_sync.envelope import SignedMessage, Signer
 from cloud_sync.errors import CloudSyncError
 from cloud_sync.messages import validate_body
-from cloud_sync.outbox import Limits, Outbox, disk_usage
+from cloud_sync.outbox import Limits, Outbox, OutboxStats, disk_usage
 from cloud_sync.relay import Relay, RelayOptions, client_id_for
 from edge import __version__
 from edge.admin import create_admin_app
@@ -230,18 +230,16 @@ class Node:
         """Each device's state by name."""
         return {device.name: device.state for device in self._devices}
 
-    def alarms(self) -> list[str]:
-        """Active alarms, for status and presence."""
-        alarms = []
-        if self.outbox.stats().full:
-            alarms.append("outbox_full")
-        return alarms
+    @staticmethod
+    def _alarms(stats: OutboxStats) -> list[str]:
+        """Active alarms, for status, heartbeat and presence (one definition for all three)."""
+        return ["outbox_full"] if stats.full else []
 
     def status(self) -> dict[str, Any]:
         """Everything ``kiosk-edge status`` shows, as JSON-ready data."""
         stats = self.outbox.stats()
         relay = self.relay.status()
-        alarms = ["outbox_full"] if stats.full else []
+        alarms = self._alarms(stats)
         return {
             "state": "degraded" if alarms or not relay.connected else "running",
             "version": __version__,
@@ -279,19 +277,20 @@ class Node:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _summary(self) -> dict[str, int]:
-        stats = self.outbox.stats()
+    @staticmethod
+    def _summary(stats: OutboxStats) -> dict[str, int]:
         return {"depth": stats.depth, "bytes": stats.bytes, "oldest_age_s": int(stats.oldest_age())}
 
     def _presence(self, state: str, reason: str) -> SignedMessage:
+        stats = self.outbox.stats()
         body = validate_body(
             "presence",
             {
                 "state": state,
                 "reason": reason,
                 "version": __version__,
-                "alarms": self.alarms(),
-                "outbox": self._summary(),
+                "alarms": self._alarms(stats),
+                "outbox": self._summary(stats),
             },
         )
         return self.outbox.seal_presence(body)
@@ -305,15 +304,17 @@ class Node:
     def _run_heartbeat(self) -> None:
         interval = self.settings.status.interval
         while not self._stopping.wait(interval):
+            stats = self.outbox.stats()
+            alarms = self._alarms(stats)
             try:
                 self.outbox.accept(
                     "status",
                     {
-                        "state": "degraded" if self.alarms() else "online",
+                        "state": "degraded" if alarms else "online",
                         "version": __version__,
                         "uptime_s": int(time.time() - self._started_at),
-                        "outbox": self._summary(),
-                        "alarms": self.alarms(),
+                        "outbox": self._summary(stats),
+                        "alarms": alarms,
                         "devices": self.device_states(),
                     },
                 )
