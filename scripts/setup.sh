@@ -20,7 +20,15 @@ need_cmd python3 python3
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
+# device back ends: pyscard builds against PC/SC-lite and talks to pcscd; evdev builds against the
+# kernel's input headers
+need_pkg pcscd
+need_pkg libpcsclite-dev
+need_pkg linux-libc-dev
+need_pkg gcc
+need_pkg python3-dev
 if [ "$WITH_TEST" = 1 ]; then
+  need_pkg vsmartcard-vpcd                   # the virtual PC/SC reader the NFC tests plug their card into
   need_cmd mosquitto mosquitto
   need_cmd mosquitto_sub mosquitto-clients   # the benchmark's delivery check
   need_cmd node nodejs
