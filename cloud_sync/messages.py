@@ -41,6 +41,10 @@ class IdentityBody(_Body):
     source: Literal["nfc", "barcode"]
     token: Token
     device: ShortText
+    #: the card family from the reader's ATR (nfc only), e.g. "ntag-ultralight", "mifare-classic-1k"
+    card_type: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]{1,32}\Z")] | None = None
+    #: a printed card's NDEF member code, pseudonymised like a scanned member barcode (nfc only)
+    code_token: Token | None = None
 
 
 class AssistBody(_Body):

@@ -206,6 +206,11 @@ class Outbox:
     # -- introspection -----------------------------------------------------------------------------
 
     @property
+    def full(self) -> bool:
+        """Whether the ``outbox_full`` alarm is raised (no database query: for frequent polling)."""
+        return self._full
+
+    @property
     def last_seq(self) -> int:
         """The highest sequence number committed so far (survives restarts)."""
         return self._last_seq

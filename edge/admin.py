@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from cloud_sync.envelope import SignedMessage
 from cloud_sync.errors import EnvelopeError, OutboxClosed, OutboxFull
 from cloud_sync.outbox import OutboxUnavailable
+from edge.intake import ScanOutcome
 
 MAX_BODY = 4096
 
@@ -29,7 +30,7 @@ class Simulator(Protocol):
         """Inject a card tap."""
         ...
 
-    def scan(self, code: str) -> SignedMessage:
+    def scan(self, code: str) -> ScanOutcome:
         """Inject a scan."""
         ...
 
@@ -70,7 +71,7 @@ def create_admin_app(
         scheme, _, token = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), control_token.encode())
 
-    def inject(action: Callable[[Simulator, dict[str, Any]], SignedMessage]) -> Response:
+    def inject(action: Callable[[Simulator, dict[str, Any]], SignedMessage | ScanOutcome]) -> Response:
         if simulator is None:
             return problem(404, "Not simulating", "the node was not started with --simulate")
         if not authorised():
@@ -88,6 +89,21 @@ def create_admin_app(
             return response
         except (OutboxUnavailable, OutboxClosed) as exc:
             return problem(503, "Not accepted", str(exc))
+        if isinstance(message, ScanOutcome):
+            if message.error is not None:
+                return problem(422, "Scan rejected", message.error, kind=message.kind)
+            if message.message is None:  # a product, reservation or receipt: for the screens, no event
+                return jsonify({"accepted": False, "kind": message.kind})
+            kind, message = message.kind, message.message
+            return jsonify(
+                {
+                    "accepted": True,
+                    "kind": kind,
+                    "id": message.id,
+                    "seq": message.seq,
+                    "schema": message.schema,
+                }
+            )
         return jsonify({"accepted": True, "id": message.id, "seq": message.seq, "schema": message.schema})
 
     @app.post("/sim/tap")
@@ -106,7 +122,7 @@ def create_admin_app(
 
     @app.post("/sim/scan")
     def sim_scan() -> Response:
-        def action(sim: Simulator, data: dict[str, Any]) -> SignedMessage:
+        def action(sim: Simulator, data: dict[str, Any]) -> ScanOutcome:
             code = data.get("code")
             if not isinstance(code, str):
                 raise ValueError("'code' must be a string")

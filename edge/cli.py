@@ -198,8 +198,11 @@ def _inject(config_path: Path | None, path: str, body: dict[str, Any]) -> None:
         status, reply = admin_request(settings, "POST", path, body, token=token)
     except NotRunning as exc:
         fail(str(exc))
-    if status == 200:
+    if status == 200 and reply.get("accepted"):
         click.echo(f"accepted: {reply['schema']} id={reply['id']} seq={reply['seq']}")
+        return
+    if status == 200:
+        click.echo(f"scanned: {reply.get('kind')} (not an identity: shown to the screens, no event queued)")
         return
     detail = reply.get("detail") or reply.get("title") or f"HTTP {status}"
     fail(str(detail), EXIT_USAGE if status == 400 else EXIT_FAILURE)
@@ -242,6 +245,37 @@ def _age(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(config_path: Path | None, as_json: bool) -> None:
+    """Check readers, scanner, GPIO and key files. Exit 1 if anything needed is missing."""
+    from edge.doctor import run_checks, summary
+
+    settings = settings_from(config_path)
+    checks = run_checks(settings)
+    node: dict[str, Any] | None = None
+    try:
+        _, node = admin_request(settings, "GET", "/status")
+    except NotRunning:
+        node = None
+    counts = summary(checks)
+    if as_json:
+        report = {"checks": [c.as_dict() for c in checks], "summary": counts, "node": node}
+        click.echo(json.dumps(report, indent=2))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "off": "off "}
+        for check in checks:
+            click.echo(f"[{marks[check.verdict]}] {check.name:<14} {check.detail}")
+        if node is None:
+            click.echo("[info] node           not running")
+        else:
+            devices = ", ".join(f"{k} {v}" for k, v in node["devices"].items())
+            click.echo(f"[info] node           {node['state']}; devices: {devices}")
+    if counts["fail"]:
+        sys.exit(EXIT_FAILURE)
 
 
 @cli.command()

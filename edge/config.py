@@ -199,6 +199,69 @@ class StatusSection(_Section):
     interval: Annotated[float, msgspec.Meta(ge=1.0, le=86400.0)] = 300.0
 
 
+GpioPin = Annotated[int, msgspec.Meta(ge=-1, le=53, description="BCM pin number; -1 = not fitted")]
+
+
+class NfcSection(_Section):
+    """The PC/SC card readers (through pcscd)."""
+
+    enabled: bool = True
+    #: comma-separated reader names or name prefixes to watch; empty = every PC/SC reader present
+    readers: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    #: the same card back within this many seconds of being lifted is the same tap
+    min_interval: Annotated[float, msgspec.Meta(ge=0.0, le=60.0)] = 1.0
+
+    @property
+    def reader_names(self) -> list[str]:
+        """``readers`` as a list."""
+        return [name.strip() for name in self.readers.split(",") if name.strip()]
+
+
+class ScannerSection(_Section):
+    """The USB barcode scanner (a keyboard-wedge HID device, grabbed exclusively through evdev)."""
+
+    enabled: bool = True
+    #: the udev symlink firmware_config/ creates; tried first
+    device: Path | None = Path("/dev/kiosk-scanner")
+    #: USB vendor:product in hex, e.g. "0c2e:0b61" (Honeywell); empty = any
+    usb_id: Annotated[str, msgspec.Meta(pattern=r"^([0-9A-Fa-f]{4}:[0-9A-Fa-f]{4})?\Z")] = ""
+    #: shell-style pattern on the input device's name, used when usb_id is empty
+    name_pattern: Annotated[str, msgspec.Meta(max_length=128)] = "*[Bb]arcode*"
+    #: the keyboard layout the scanner is set to send
+    layout: Literal["us", "de", "tr"] = "us"
+    #: a gap longer than this between two keys ends a scan (milliseconds)
+    inter_key_ms: Annotated[int, msgspec.Meta(ge=5, le=2000)] = 50
+    #: receipts printed by the POS start with this
+    receipt_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,8}\Z")] = "RC"
+
+
+class GpioSection(_Section):
+    """Status LEDs, buzzer and the assistance button on the GPIO header (BCM numbers, -1 = not fitted)."""
+
+    enabled: bool = True
+    led_green: GpioPin = 17
+    led_amber: GpioPin = 27
+    led_red: GpioPin = 22
+    buzzer: GpioPin = 23
+    button: GpioPin = 24
+    buzzer_active_high: bool = True
+    button_pull_up: bool = True
+    #: presses closer together than this are one request (a customer hammering the button)
+    button_min_interval: Annotated[float, msgspec.Meta(ge=0.0, le=600.0)] = 2.0
+
+    def __post_init__(self) -> None:
+        pins = {
+            name: getattr(self, name)
+            for name in ("led_green", "led_amber", "led_red", "buzzer", "button")
+            if getattr(self, name) >= 0
+        }
+        seen: dict[int, str] = {}
+        for name, pin in pins.items():
+            if pin in seen:
+                raise ValueError(f"{name}: pin {pin} is already used by {seen[pin]}")
+            seen[pin] = name
+
+
 class LogSection(_Section):
     """Log verbosity; logs go to stderr (journald on a Pi)."""
 
@@ -217,6 +280,9 @@ class Settings(_Section):
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
     identity: IdentitySection = msgspec.field(default_factory=IdentitySection)
     status: StatusSection = msgspec.field(default_factory=StatusSection)
+    nfc: NfcSection = msgspec.field(default_factory=NfcSection)
+    scanner: ScannerSection = msgspec.field(default_factory=ScannerSection)
+    gpio: GpioSection = msgspec.field(default_factory=GpioSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
 
 
@@ -230,6 +296,9 @@ SECTIONS: dict[str, type[_Section]] = {
     "outbox": OutboxSection,
     "identity": IdentitySection,
     "status": StatusSection,
+    "nfc": NfcSection,
+    "scanner": ScannerSection,
+    "gpio": GpioSection,
     "log": LogSection,
 }
 

@@ -14,8 +14,9 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cloud_sync.codes import member_code_is_valid
 from cloud_sync.envelope import SignedMessage, Signer
 from cloud_sync.errors import CloudSyncError
 from cloud_sync.messages import validate_body
@@ -25,17 +26,25 @@ from edge import __version__
 from edge.admin import create_admin_app
 from edge.config import Settings
 from edge.devices.base import Device
-from edge.devices.sim import MissingDevice, SimButton, SimCardReader, SimScanner
+from edge.devices.cardread import CardRead, member_code_in
+from edge.devices.gpio import GpioFeedback, GpioPins
+from edge.devices.sim import SimButton, SimCardReader, SimScanner
 from edge.httpserver import WsgiServer
 from edge.identity import Pseudonymizer
-from edge.intake import Intake
+from edge.intake import Intake, ScanOutcome
 from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
 from edge.metrics import NodeCollector, make_registry
+from edge.notify import Notifier
 from kiosk_ui import KioskInfo, create_app
+
+if TYPE_CHECKING:
+    from edge.devices.scanner import ScannerMatch
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
+ALARM_WHEN_ABSENT = frozenset({"nfc-reader", "scanner"})
+STATUS_LIGHT_INTERVAL = 1.0
 CONTROL_TOKEN_FILE = "control.token"  # noqa: S105 - a file name, not a secret
 
 
@@ -82,6 +91,79 @@ def write_control_token(data_dir: Path) -> str:
     return token
 
 
+def gpio_pins(settings: Settings) -> GpioPins:
+    """The configured wiring (-1 in the config = not fitted)."""
+    g = settings.gpio
+
+    def pin(value: int) -> int | None:
+        return None if value < 0 else value
+
+    return GpioPins(
+        led_green=pin(g.led_green),
+        led_amber=pin(g.led_amber),
+        led_red=pin(g.led_red),
+        buzzer=pin(g.buzzer),
+        button=pin(g.button),
+        buzzer_active_high=g.buzzer_active_high,
+        button_pull_up=g.button_pull_up,
+    )
+
+
+def scanner_match(settings: Settings) -> ScannerMatch:
+    """How the node recognises the barcode scanner among the input devices."""
+    from edge.devices.scanner import ScannerMatch
+
+    sc = settings.scanner
+    vendor = product = None
+    if sc.usb_id:
+        vendor, product = (int(part, 16) for part in sc.usb_id.split(":"))
+    return ScannerMatch(
+        vendor=vendor,
+        product=product,
+        name=None if vendor is not None else (sc.name_pattern or None),
+        path=str(sc.device) if sc.device else None,
+    )
+
+
+def real_devices(settings: Settings, intake: Intake, feedback: GpioFeedback | None) -> list[Device]:
+    """The hardware back ends the configuration enables; each starts even if its hardware is missing."""
+    from edge.devices.gpio import AssistButton
+    from edge.devices.nfc import PcscReader
+    from edge.devices.scanner import EvdevScanner
+
+    devices: list[Device] = []
+    if settings.nfc.enabled:
+        devices.append(
+            PcscReader(
+                intake.card_tapped,
+                intake.card_failed,
+                readers=settings.nfc.reader_names,
+                min_interval=settings.nfc.min_interval,
+                find_member_code=lambda text: member_code_in(text, member_code_is_valid),
+            )
+        )
+    if settings.scanner.enabled:
+        devices.append(
+            EvdevScanner(
+                intake.code_scanned,
+                intake.scan_failed,
+                match=scanner_match(settings),
+                layout=settings.scanner.layout,
+                timeout=settings.scanner.inter_key_ms / 1000,
+            )
+        )
+    if feedback is not None:
+        devices.append(feedback)
+        devices.append(
+            AssistButton(
+                intake.assistance_requested,
+                gpio_pins(settings),
+                min_interval_s=settings.gpio.button_min_interval,
+            )
+        )
+    return devices
+
+
 class Node:
     """The running node; ``start`` and ``stop`` are its whole lifecycle."""
 
@@ -97,6 +179,9 @@ class Node:
         self._reader: SimCardReader | None = None
         self._scanner: SimScanner | None = None
         self._button: SimButton | None = None
+        self._feedback: GpioFeedback | None = None
+        self.notifier: Notifier
+        self.intake: Intake
         self._heartbeat: threading.Thread | None = None
         self.admin_port = 0
         self.kiosk_port = 0
@@ -149,20 +234,27 @@ class Node:
         self.relay = Relay(relay_options(s), self.outbox, self._presence)
         self.relay.start()
         self._stack.callback(self.relay.stop)
-        self._heartbeat = threading.Thread(target=self._run_heartbeat, name="heartbeat", daemon=True)
-        self._heartbeat.start()
-        self._stack.callback(self._stop_heartbeat)
 
-        intake = Intake(self.outbox, pseudonymizer)
+        self.notifier = Notifier()
+        if not self.simulate and s.gpio.enabled:
+            self._feedback = GpioFeedback(gpio_pins(s), name="gpio")
+        intake = Intake(
+            self.outbox,
+            pseudonymizer,
+            notifier=self.notifier,
+            feedback=self._feedback.signal if self._feedback else None,
+            receipt_prefix=s.scanner.receipt_prefix,
+        )
+        self.intake = intake
         if self.simulate:
-            self._reader = SimCardReader(intake.card_tapped)
+            self._reader = SimCardReader(
+                lambda uid, name: intake.card_tapped(CardRead(uid, name, "simulated"))
+            )
             self._scanner = SimScanner(intake.code_scanned)
             self._button = SimButton(intake.assistance_requested)
             self._devices = [self._reader, self._scanner, self._button]
         else:
-            # Real back ends (pyscard, evdev, gpiozero) come with the device issue; until then the node
-            # runs without devices and reports them absent rather than refusing to start.
-            self._devices = [MissingDevice("nfc-reader"), MissingDevice("scanner"), MissingDevice("gpio")]
+            self._devices = real_devices(s, intake, self._feedback)
 
         token = write_control_token(data_dir)
         collector = NodeCollector(self.outbox, self.relay, self.device_states)
@@ -188,6 +280,9 @@ class Node:
         for device in self._devices:
             device.start()
             self._stack.callback(device.close)
+        self._heartbeat = threading.Thread(target=self._run_heartbeat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+        self._stack.callback(self._stop_heartbeat)
         log.info(
             "node %s/%s running (%s devices), broker %s",
             s.node.store,
@@ -214,7 +309,7 @@ class Node:
         assert self._reader is not None
         return self._reader.tap(uid)  # type: ignore[return-value]
 
-    def scan(self, code: str) -> SignedMessage:
+    def scan(self, code: str) -> ScanOutcome:
         """Inject a scan into the simulated scanner."""
         assert self._scanner is not None
         return self._scanner.scan(code)  # type: ignore[return-value]
@@ -230,10 +325,9 @@ class Node:
         """Each device's state by name."""
         return {device.name: device.state for device in self._devices}
 
-    @staticmethod
-    def _alarms(stats: OutboxStats) -> list[str]:
-        """Active alarms, for status, heartbeat and presence (one definition for all three)."""
-        return ["outbox_full"] if stats.full else []
+    def _alarms(self, stats: OutboxStats) -> list[str]:
+        """Active alarms, for status, heartbeat, presence and the fault LED (one definition for all)."""
+        return (["outbox_full"] if stats.full else []) + self._device_alarms()
 
     def status(self) -> dict[str, Any]:
         """Everything ``kiosk-edge status`` shows, as JSON-ready data."""
@@ -301,9 +395,42 @@ class Node:
         if relay is not None:
             relay.refresh_presence()
 
+    def _device_alarms(self) -> list[str]:
+        alarms = []
+        for device in self._devices:
+            state = device.state
+            # A missing card reader or scanner stops customers identifying themselves: a fault the
+            # shop must see. GPIO absent just means "not a Pi"; broken GPIO is a fault.
+            if state == "error" or (state == "absent" and device.name in ALARM_WHEN_ABSENT):
+                alarms.append(f"{device.name}_{state}")
+        return alarms
+
+    def _watch_devices(self, previous: list[str]) -> list[str]:
+        """Every second: the status LEDs, and a fresh presence message when a device alarm changes."""
+        alarms = self._device_alarms()
+        if alarms != previous:
+            self.relay.refresh_presence()  # central sees "reader absent" now, not at the next heartbeat
+        if self._feedback is not None:
+            if alarms or self.outbox.full:
+                self._feedback.show("fault")
+            elif not self.relay.status().connected:
+                self._feedback.show("queueing")
+            else:
+                self._feedback.show("online")
+        return alarms
+
     def _run_heartbeat(self) -> None:
+        """Queue a status event every ``status.interval``; refresh the status LEDs every second."""
         interval = self.settings.status.interval
-        while not self._stopping.wait(interval):
+        next_beat = time.monotonic() + interval
+        device_alarms: list[str] = []
+        while True:
+            device_alarms = self._watch_devices(device_alarms)
+            if self._stopping.wait(min(STATUS_LIGHT_INTERVAL, max(0.0, next_beat - time.monotonic()))):
+                return
+            if time.monotonic() < next_beat:
+                continue
+            next_beat += interval
             stats = self.outbox.stats()
             alarms = self._alarms(stats)
             try:

@@ -14,7 +14,7 @@ from tests.support.node import NodeProcess
 from tests.support.proxy import TcpTap
 
 UID = "04A1B2C3D4E5F6"
-CODE = "MEMBER-7731-XQ"
+CODE = "M0007731451"  # a valid member code (cloud_sync.codes.make_member_code(773145))
 
 
 def _variants(uid_hex: str) -> list[bytes]:
