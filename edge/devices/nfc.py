@@ -57,8 +57,12 @@ class PcscReader:
         name: str = "nfc-reader",
         wait_timeout: float = 2.0,
         retry_interval: float = 1.0,
+        pcsc: Any = None,
     ) -> None:
         self.name = name
+        # pyscard's low-level module, or a stand-in with the same functions (tests of reader hot-plug,
+        # which vpcd cannot do: pcscd loads serial drivers only at start-up)
+        self._pcsc = pcsc
         self._on_tap = on_tap
         self._on_error = on_error
         self._wanted = tuple(readers)
@@ -118,9 +122,15 @@ class PcscReader:
 
     # -- the loop -------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        from smartcard import scard
+    def _scard(self) -> Any:
+        if self._pcsc is None:
+            from smartcard import scard
 
+            self._pcsc = scard
+        return self._pcsc
+
+    def _run(self) -> None:
+        scard = self._scard()
         announced_absent = False
         while not self._stop.is_set():
             hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
@@ -253,9 +263,7 @@ class PcscReader:
         with self._lock:
             context = self._context
         if context is not None:
-            from smartcard import scard
-
-            scard.SCardCancel(context)
+            self._scard().SCardCancel(context)
 
     # -- one card -------------------------------------------------------------------------------------
 
