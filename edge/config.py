@@ -234,6 +234,13 @@ class ScannerSection(_Section):
     #: receipts printed by the POS start with this
     receipt_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,8}\Z")] = "RC"
 
+    def __post_init__(self) -> None:
+        if self.device is not None and str(self.device) in ("", "."):
+            self.device = None  # "device = ''" switches the symlink lookup off
+        if self.enabled and self.device is None and not self.usb_id and not self.name_pattern:
+            # matching "any input device" would grab the keyboard
+            raise ValueError("name_pattern: give device, usb_id or name_pattern (or set enabled = false)")
+
 
 class GpioSection(_Section):
     """Status LEDs, buzzer and the assistance button on the GPIO header (BCM numbers, -1 = not fitted)."""

@@ -56,6 +56,21 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ({"KIOSK_EDGE_NOSECTION": "1"}, "KIOSK_EDGE_NOSECTION: unknown setting"),
         ({"KIOSK_EDGE_MQTT__CA_FILE": "/nonexistent/ca.pem"}, "cannot read /nonexistent/ca.pem"),
         ({"KIOSK_EDGE_POS__HOST": "<script>"}, "pos.host"),
+        (
+            {"KIOSK_EDGE_GPIO__BUTTON": "17"},
+            "gpio.button (from KIOSK_EDGE_GPIO__BUTTON): pin 17 is already used",
+        ),
+        ({"KIOSK_EDGE_GPIO__LED_RED": "54"}, "gpio.led_red"),
+        ({"KIOSK_EDGE_GPIO__BUZZER": "-2"}, "gpio.buzzer"),
+        ({"KIOSK_EDGE_NFC__MIN_INTERVAL": "-1"}, "nfc.min_interval"),
+        ({"KIOSK_EDGE_NFC__ENABLED": "maybe"}, "nfc.enabled"),
+        ({"KIOSK_EDGE_SCANNER__LAYOUT": "fr"}, "scanner.layout"),
+        ({"KIOSK_EDGE_SCANNER__USB_ID": "0c2e-0b61"}, "scanner.usb_id"),
+        ({"KIOSK_EDGE_SCANNER__RECEIPT_PREFIX": "rc'--"}, "scanner.receipt_prefix"),
+        (
+            {"KIOSK_EDGE_SCANNER__DEVICE": "", "KIOSK_EDGE_SCANNER__NAME_PATTERN": ""},
+            "give device, usb_id or name_pattern",
+        ),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], expected: str) -> None:
@@ -150,3 +165,22 @@ def test_cli_bad_config_file_path(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_device_sections_from_the_environment() -> None:
+    s = load_settings(
+        None,
+        {
+            "KIOSK_EDGE_NFC__READERS": "ACS ACR122U, Identiv uTrust",
+            "KIOSK_EDGE_SCANNER__DEVICE": "",
+            "KIOSK_EDGE_SCANNER__USB_ID": "0c2e:0b61",
+            "KIOSK_EDGE_GPIO__BUZZER": "-1",
+        },
+    )
+    assert s.nfc.reader_names == ["ACS ACR122U", "Identiv uTrust"]
+    assert s.scanner.device is None and s.scanner.usb_id == "0c2e:0b61"
+    from edge.node import gpio_pins, scanner_match
+
+    assert gpio_pins(s).buzzer is None and gpio_pins(s).led_green == 17
+    match = scanner_match(s)
+    assert (match.vendor, match.product, match.name, match.path) == (0x0C2E, 0x0B61, None, None)
