@@ -156,10 +156,29 @@ class DataSection(_Section):
     dir: Path = msgspec.field(default_factory=default_data_dir)
 
 
+Colour = Annotated[str, msgspec.Meta(pattern=r"^#[0-9a-fA-F]{6}\Z")]
+
+
 class KioskSection(_Section):
     """The customer screen; always bound to 127.0.0.1 — the browser runs on the same Pi."""
 
     port: Port = 8080
+    #: the store's name as customers see it on the attract screen
+    display_name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f<>]*\Z")
+    ] = "Welcome"
+    #: back to the attract screen, form and session wiped, after this many seconds without a touch
+    idle_timeout: Annotated[float, msgspec.Meta(ge=2.0, le=3600.0)] = 60.0
+    default_language: Literal["en", "tr", "zh", "nl"] = "en"
+    brand_color: Colour = "#0b3d5c"
+    accent_color: Colour = "#ffb400"
+    #: a PNG or SVG logo shown on the attract screen
+    logo_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check_readable("logo_file", self.logo_file)
+        if self.logo_file is not None and self.logo_file.suffix.lower() not in (".png", ".svg"):
+            raise ValueError("logo_file: must be a .png or .svg file")
 
 
 class PosSection(_Section):

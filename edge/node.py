@@ -35,7 +35,8 @@ from edge.intake import Intake, ScanOutcome
 from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
 from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
-from kiosk_ui import KioskInfo, create_app
+from kiosk_ui import KioskConfig, KioskInfo, create_app
+from kiosk_ui.live import LiveFeed
 
 if TYPE_CHECKING:
     from edge.devices.scanner import ScannerMatch
@@ -258,14 +259,25 @@ class Node:
 
         token = write_control_token(data_dir)
         collector = NodeCollector(self.outbox, self.relay, self.device_states)
+        feed = LiveFeed(self.notifier, s.kiosk.idle_timeout)
+        kiosk_config = KioskConfig(
+            display_name=s.kiosk.display_name,
+            idle_timeout=s.kiosk.idle_timeout,
+            default_language=s.kiosk.default_language,
+            brand_color=s.kiosk.brand_color,
+            accent_color=s.kiosk.accent_color,
+            logo_file=s.kiosk.logo_file,
+        )
         kiosk = WsgiServer(
-            create_app(KioskInfo(s.node.store, s.node.id, __version__)),
+            create_app(KioskInfo(s.node.store, s.node.id, __version__), config=kiosk_config, feed=feed),
             "127.0.0.1",
             s.kiosk.port,
             name="kiosk",
             setting="kiosk.port",
+            threads=8,  # each open page holds one thread for its live stream
         )
         self._stack.callback(kiosk.stop)
+        self._stack.callback(feed.close)  # before the server stops: ends the live streams it would wait for
         admin = WsgiServer(
             create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
             "127.0.0.1",

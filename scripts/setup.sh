@@ -67,6 +67,15 @@ if [ ! -e "$stamp" ]; then
   touch "$stamp"
 fi
 
+# the kiosk's compiled message catalogs (.mo files are build output, not in git)
+for po in kiosk_ui/translations/*/LC_MESSAGES/messages.po; do
+  mo="${po%.po}.mo"
+  if [ ! -e "$mo" ] || [ "$po" -nt "$mo" ]; then
+    "$VENV/bin/pybabel" -q compile -d kiosk_ui/translations && say "compiled the kiosk translations"
+    break
+  fi
+done
+
 if [ "$WITH_TEST" = 1 ]; then
   NODE_DIR="$ROOT/.cache/node"
   lockhash=$(sha256sum tests/asyncapi-cli/package.json tests/asyncapi-cli/package-lock.json | sha256sum | cut -c1-16)

@@ -120,12 +120,12 @@ def test_status_outbox_and_metrics_commands(node: NodeProcess) -> None:
     assert 'kiosk_edge_device_up{device="sim-reader"} 1.0' in metrics
 
 
-def test_kiosk_placeholder_is_served_on_loopback(node: NodeProcess) -> None:
+def test_kiosk_is_served_on_loopback(node: NodeProcess) -> None:
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{node.kiosk_port}/", timeout=5) as response:
         page = response.read().decode()
-        assert "Tap your loyalty card" in page
+        assert "Tap your card or scan your code" in page
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
 
 

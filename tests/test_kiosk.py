@@ -1,0 +1,220 @@
+"""The kiosk app with Flask's test client (the browser-level tests are in test_kiosk_browser.py)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from edge.notify import IdentityNotice, Notifier, ScanNotice
+from kiosk_ui import KioskConfig, KioskInfo, create_app
+from kiosk_ui.live import MAX_STREAMS, LiveFeed, TooManyStreams
+
+TOKEN = "a" * 64
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def notifier() -> Notifier:
+    return Notifier()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def feed(notifier: Notifier, clock: Clock) -> Iterator[LiveFeed]:
+    live = LiveFeed(notifier, 60.0, keepalive=0.05, clock=clock)
+    yield live
+    live.close()
+
+
+@pytest.fixture
+def app(feed: LiveFeed) -> Flask:
+    config = KioskConfig(display_name="Corner Shop <Mitte>", idle_timeout=60.0, brand_color="#123456")
+    return create_app(KioskInfo("s1", "n1", "0.1"), config=config, feed=feed)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def _tap(notifier: Notifier, source: str = "nfc") -> None:
+    notifier.publish(IdentityNotice(source, TOKEN, "reader", "ntag-ultralight", None, "id", 1))  # type: ignore[arg-type]
+
+
+def test_attract_page_headers_and_escaping(client: FlaskClient) -> None:
+    response = client.get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Tap your card or scan your code" in page
+    assert "Corner Shop &lt;Mitte&gt;" in page and "<Mitte>" not in page  # config text is escaped too
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["Cache-Control"] == "no-store"
+    assert re.search(r"<script(?![^>]*\ssrc=)", page) is None  # no inline scripts
+    assert "style=" not in page and "<style" not in page  # no inline styles either
+    assert client.get("/brand.css").get_data(as_text=True).count("#123456") == 1
+
+
+@pytest.mark.parametrize(
+    ("lang", "html_lang", "text"),
+    [
+        ("tr", "tr", "Kart\u0131n\u0131z\u0131 okutun"),
+        ("zh", "zh-Hans", "请刷卡"),
+        ("nl", "nl", "Tik uw kaart aan"),
+    ],
+)
+def test_language_switch(client: FlaskClient, lang: str, html_lang: str, text: str) -> None:
+    token = _csrf(client.get("/").get_data(as_text=True))
+    response = client.post("/lang", data={"lang": lang, "csrf_token": token, "next": "/privacy"})
+    assert response.status_code == 302 and response.headers["Location"] == "/privacy"
+    page = client.get("/").get_data(as_text=True)
+    assert f'<html lang="{html_lang}">' in page and text in page
+    assert "Tap your card or scan your code" not in page
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"lang": "tr"},  # no CSRF token
+        {"lang": "tr", "csrf_token": "forged"},
+    ],
+)
+def test_posts_without_a_valid_csrf_token_are_refused(client: FlaskClient, form: dict[str, str]) -> None:
+    client.get("/")
+    response = client.post("/lang", data=form)
+    assert response.status_code == 400
+    assert '<html lang="en">' in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "lang",
+    ["<script>alert(1)</script>", "fr", "", "en" * 5000, "tr\x00"],
+    ids=["xss", "fr", "empty", "huge", "nul"],
+)
+def test_bad_languages_are_refused_and_never_rendered(client: FlaskClient, lang: str) -> None:
+    token = _csrf(client.get("/").get_data(as_text=True))
+    response = client.post("/lang", data={"lang": lang, "csrf_token": token})
+    assert response.status_code in (400, 413)
+    assert "<script>alert" not in response.get_data(as_text=True)
+
+
+def test_next_is_never_an_open_redirect(client: FlaskClient) -> None:
+    token = _csrf(client.get("/").get_data(as_text=True))
+    for target in ("https://evil.example/", "//evil.example", "/welcome?x=1", "javascript:alert(1)"):
+        response = client.post("/lang", data={"lang": "nl", "csrf_token": token, "next": target})
+        assert response.headers["Location"] == "/"
+
+
+def test_welcome_follows_the_visitor_and_forgets_them(
+    client: FlaskClient, notifier: Notifier, clock: Clock
+) -> None:
+    assert client.get("/welcome").headers["Location"] == "/"  # nobody there
+    _tap(notifier)
+    page = client.get("/welcome").get_data(as_text=True)
+    assert 'id="welcome" class="welcome" data-state="pending"' in page and TOKEN not in page
+    clock.now += 61  # idle timeout passed since the tap
+    assert client.get("/welcome").status_code == 302
+    _tap(notifier)
+    assert client.get("/welcome").status_code == 200
+    client.get("/?idle=1")  # the idle reset / "Done"
+    assert client.get("/welcome").status_code == 302
+
+
+def test_a_scan_that_is_not_an_identity_does_not_change_the_screen(
+    client: FlaskClient, notifier: Notifier
+) -> None:
+    notifier.publish(ScanNotice("gtin", "04006381333931", "scanner"))
+    assert client.get("/welcome").status_code == 302
+
+
+def test_idle_session_is_wiped_on_the_server_too(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = app.test_client()
+    token = _csrf(client.get("/").get_data(as_text=True))
+    client.post("/lang", data={"lang": "tr", "csrf_token": token})
+    assert '<html lang="tr">' in client.get("/privacy").get_data(as_text=True)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 61)
+    assert '<html lang="en">' in client.get("/privacy").get_data(as_text=True)
+
+
+def test_the_live_stream_carries_only_what_to_show(feed: LiveFeed, notifier: Notifier) -> None:
+    stream = feed.stream()
+    assert next(stream).startswith("retry:")
+    _tap(notifier)
+    assert next(stream) == 'event: identity\ndata: {"state":"pending"}\n\n'
+    assert next(stream) == ": keep-alive\n\n"  # nothing for 50 ms
+    feed.close()
+    assert list(stream) == []  # close ends it
+    assert feed.open_streams == 0
+
+
+def test_streams_are_bounded_and_a_slow_page_never_blocks_a_tap(feed: LiveFeed, notifier: Notifier) -> None:
+    streams = [feed.stream() for _ in range(MAX_STREAMS)]
+    for stream in streams:
+        next(stream)
+    with pytest.raises(TooManyStreams):
+        feed.stream()
+    began = time.perf_counter()
+    for _ in range(1000):  # nobody reads: queues drop their oldest, publishing never waits
+        _tap(notifier)
+    assert time.perf_counter() - began < 2.0
+    assert next(streams[0]).startswith("event: identity")
+    for stream in streams:
+        stream.close()  # the page went away
+    assert feed.open_streams == 0
+    assert next(feed.stream()).startswith("retry:")
+
+
+def test_events_endpoint_503_when_full(app: Flask, feed: LiveFeed) -> None:
+    held = [feed.stream() for _ in range(MAX_STREAMS)]
+    for stream in held:
+        next(stream)
+    response = app.test_client().get("/events")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    for stream in held:
+        stream.close()
+
+
+def test_closing_the_feed_ends_a_blocked_stream(feed: LiveFeed) -> None:
+    stream = feed.stream()
+    next(stream)
+    done = threading.Event()
+
+    def reader() -> None:
+        for _ in stream:
+            pass
+        done.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    feed.close()
+    assert done.wait(2.0)
+    thread.join()
+
+
+def test_unknown_pages_are_a_friendly_404(client: FlaskClient) -> None:
+    response = client.get("/nope/<script>")
+    assert response.status_code == 404 and "<script>" not in response.get_data(as_text=True)
