@@ -54,6 +54,31 @@ class AssistBody(_Body):
     device: ShortText
 
 
+class Consent(_Body):
+    """What the customer agreed to, ticked by themselves (marketing boxes start unticked)."""
+
+    privacy_notice: Literal[True]
+    marketing_email: bool
+    marketing_sms: bool
+    notice_version: ShortText
+
+
+class SignupBody(_Body):
+    """A new member joined at the kiosk. Readable personal data travels only inside ``sealed``.
+
+    ``sealed`` is a libsodium sealed box (X25519) of a JSON object (first name, e-mail and/or phone, member
+    code) that only the central PII vault can open; ``vault_key`` names the key it was sealed to.
+    """
+
+    member_token: Token
+    consent: Consent
+    language: Literal["en", "tr", "zh", "nl"]
+    sealed: Annotated[str, msgspec.Meta(min_length=40, max_length=4096, pattern=r"^[A-Za-z0-9_-]+\Z")]
+    vault_key: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}\Z")]
+    heard_via: Literal["friend", "in_store", "social", "search", "advert", "other", "not_said"] = "not_said"
+    card_token: Token | None = None
+
+
 class OutboxSummary(_Body):
     """The backlog as the node saw it when it sent a status message."""
 
@@ -86,6 +111,7 @@ class PresenceBody(_Body):
 BODY_MODELS: dict[str, type[_Body]] = {
     "identity": IdentityBody,
     "assist": AssistBody,
+    "signup": SignupBody,
     "status": StatusBody,
     "presence": PresenceBody,
 }

@@ -54,6 +54,8 @@ class NodeSection(_Section):
 
     store: str = "store-1"
     id: str = "node-1"
+    #: this node's block of member codes (assigned at enrollment, unique in the chain; 0 = standalone)
+    member_prefix: Annotated[int, msgspec.Meta(ge=0, le=9999)] = 0
 
     def __post_init__(self) -> None:
         for name in ("store", "id"):
@@ -174,6 +176,10 @@ class KioskSection(_Section):
     accent_color: Colour = "#ffb400"
     #: a PNG or SVG logo shown on the attract screen
     logo_file: Path | None = None
+    #: how local phone numbers typed at the kiosk are read (ISO 3166 country code)
+    phone_region: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")] = "NL"
+    #: sign-ups accepted per minute at this kiosk (a flood is refused with a friendly message)
+    signups_per_minute: Annotated[int, msgspec.Meta(ge=1, le=600)] = 6
 
     def __post_init__(self) -> None:
         _check_readable("logo_file", self.logo_file)
@@ -207,6 +213,8 @@ class IdentitySection(_Section):
     """The chain's pseudonymisation key file; unset means a standalone node with its own random key."""
 
     pseudonym_key_file: Path | None = None
+    #: the central PII vault's X25519 public key, "x25519:<base64>"; personal data is sealed to it
+    vault_public_key: Annotated[str, msgspec.Meta(pattern=r"^(x25519:[A-Za-z0-9+/]{43}=)?\Z")] = ""
 
     def __post_init__(self) -> None:
         _check_readable("pseudonym_key_file", self.pseudonym_key_file)

@@ -33,8 +33,10 @@ from edge.httpserver import WsgiServer
 from edge.identity import Pseudonymizer
 from edge.intake import Intake, ScanOutcome
 from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
+from edge.membercodes import MemberCodeIssuer
 from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
+from edge.signup import SignupService, load_vault
 from kiosk_ui import KioskConfig, KioskInfo, create_app
 from kiosk_ui.live import LiveFeed
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
+LOCAL_DB_FILE = "local.sqlite3"  # node-local state that is not an event: the member code counter
 ALARM_WHEN_ABSENT = frozenset({"nfc-reader", "scanner"})
 STATUS_LIGHT_INTERVAL = 1.0
 CONTROL_TOKEN_FILE = "control.token"  # noqa: S105 - a file name, not a secret
@@ -259,25 +262,7 @@ class Node:
 
         token = write_control_token(data_dir)
         collector = NodeCollector(self.outbox, self.relay, self.device_states)
-        feed = LiveFeed(self.notifier, s.kiosk.idle_timeout)
-        kiosk_config = KioskConfig(
-            display_name=s.kiosk.display_name,
-            idle_timeout=s.kiosk.idle_timeout,
-            default_language=s.kiosk.default_language,
-            brand_color=s.kiosk.brand_color,
-            accent_color=s.kiosk.accent_color,
-            logo_file=s.kiosk.logo_file,
-        )
-        kiosk = WsgiServer(
-            create_app(KioskInfo(s.node.store, s.node.id, __version__), config=kiosk_config, feed=feed),
-            "127.0.0.1",
-            s.kiosk.port,
-            name="kiosk",
-            setting="kiosk.port",
-            threads=8,  # each open page holds one thread for its live stream
-        )
-        self._stack.callback(kiosk.stop)
-        self._stack.callback(feed.close)  # before the server stops: ends the live streams it would wait for
+        kiosk = self._make_kiosk(data_dir, pseudonymizer)
         admin = WsgiServer(
             create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
             "127.0.0.1",
@@ -302,6 +287,43 @@ class Node:
             "simulated" if self.simulate else "real",
             self.relay.options.display_url,
         )
+
+    def _make_kiosk(self, data_dir: Path, pseudonymizer: Pseudonymizer) -> WsgiServer:
+        """The customer screen and what it needs: live feed, member codes, the PII vault's key."""
+        s = self.settings
+        feed = LiveFeed(self.notifier, s.kiosk.idle_timeout)
+        if s.node.member_prefix == 0:
+            log.warning(
+                "node.member_prefix is 0 (standalone): member codes issued here are only unique if no other "
+                "node uses prefix 0; give each node its own prefix at enrollment"
+            )
+        issuer = MemberCodeIssuer(data_dir / LOCAL_DB_FILE, s.node.member_prefix)
+        self._stack.callback(issuer.close)
+        vault, _standalone = load_vault(s.identity.vault_public_key, data_dir)
+        signup = SignupService(self.outbox, pseudonymizer, issuer, vault)
+        kiosk_config = KioskConfig(
+            display_name=s.kiosk.display_name,
+            idle_timeout=s.kiosk.idle_timeout,
+            default_language=s.kiosk.default_language,
+            brand_color=s.kiosk.brand_color,
+            accent_color=s.kiosk.accent_color,
+            logo_file=s.kiosk.logo_file,
+            phone_region=s.kiosk.phone_region,
+            signups_per_minute=s.kiosk.signups_per_minute,
+        )
+        kiosk = WsgiServer(
+            create_app(
+                KioskInfo(s.node.store, s.node.id, __version__), config=kiosk_config, feed=feed, signup=signup
+            ),
+            "127.0.0.1",
+            s.kiosk.port,
+            name="kiosk",
+            setting="kiosk.port",
+            threads=8,  # each open page holds one thread for its live stream
+        )
+        self._stack.callback(kiosk.stop)
+        self._stack.callback(feed.close)  # before the server stops: ends the live streams it would wait for
+        return kiosk
 
     def stop(self) -> None:
         """Stop intake, finish in-flight publishes, close the database. Idempotent."""

@@ -15,14 +15,18 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, request, session
 from flask_babel import Babel
+from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 
 from kiosk_ui.i18n import LANGUAGES
 from kiosk_ui.live import LiveFeed
+
+if TYPE_CHECKING:
+    from edge.signup import Registration, SignupRequest
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -40,6 +44,14 @@ class KioskInfo:
     version: str
 
 
+class SignupPort(Protocol):
+    """What the kiosk needs from the node to sign a customer up (edge.signup.SignupService)."""
+
+    def register(self, request: SignupRequest, card_token: str | None) -> Registration:
+        """Join; returns the new member code."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class KioskConfig:
     """Branding and behaviour from the ``[kiosk]`` section."""
@@ -51,6 +63,8 @@ class KioskConfig:
     accent_color: str = "#ffb400"
     logo_file: Path | None = None
     languages: tuple[str, ...] = field(default=tuple(LANGUAGES))
+    phone_region: str = "NL"
+    signups_per_minute: int = 6
 
 
 def create_app(
@@ -59,6 +73,7 @@ def create_app(
     *,
     config: KioskConfig | None = None,
     feed: LiveFeed | None = None,
+    signup: SignupPort | None = None,
 ) -> Flask:
     """Build the kiosk app around the node's services."""
     cfg = config or KioskConfig()
@@ -73,7 +88,7 @@ def create_app(
     )
     if test_config:
         app.config.update(test_config)
-    app.extensions["kiosk"] = KioskState(info, cfg, feed or LiveFeed(None, cfg.idle_timeout))
+    app.extensions["kiosk"] = KioskState(info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup)
 
     def locale() -> str:
         code = session.get("lang") or cfg.default_language
@@ -82,9 +97,16 @@ def create_app(
     Babel(app, locale_selector=locale)
     CSRFProtect(app)
 
+    # Every request comes from the kiosk browser on loopback, so the limit is per kiosk, not per address:
+    # it stops a flood of sign-ups (someone scripting the screen), not a particular client.
+    limiter = Limiter(lambda: "kiosk", app=app, storage_uri="memory://", default_limits=[])
+
+    from kiosk_ui import signup as signup_views
     from kiosk_ui.views import bp
 
     app.register_blueprint(bp)
+    limiter.limit(f"{cfg.signups_per_minute}/minute", methods=["POST"])(signup_views.bp)
+    app.register_blueprint(signup_views.bp)
 
     @app.before_request
     def idle_wipe() -> None:
@@ -115,6 +137,7 @@ class KioskState:
     info: KioskInfo
     config: KioskConfig
     feed: LiveFeed
+    signup: SignupPort | None = None
 
 
 def kiosk_state(app: Any) -> KioskState:

@@ -79,7 +79,7 @@ def set_language() -> BaseResponse:
     session["lang"] = code
     back = request.form.get("next", "/")
     # only our own paths: never an open redirect
-    return redirect(back if back in ("/", "/welcome", "/privacy") else "/")
+    return redirect(back if back in ("/", "/welcome", "/privacy", "/join") else "/")
 
 
 @bp.get("/events")
@@ -119,6 +119,11 @@ def healthz() -> dict[str, str]:
 @bp.app_errorhandler(400)
 def bad_request(_exc: Exception) -> tuple[str, int]:
     return render_template("error.html", code=400), 400
+
+
+@bp.app_errorhandler(429)
+def too_many(_exc: Exception) -> tuple[str, int]:
+    return render_template("error.html", code=429), 429
 
 
 @bp.app_errorhandler(404)

@@ -49,6 +49,18 @@ BODIES: dict[str, dict[str, Any]] = {
         "devices": {"nfc": "simulated", "scanner": "absent", "button": "present"},
     },
     "presence": {"state": "online", "reason": "connected", "version": "0.1.0", "alarms": []},
+    "signup": {
+        "member_token": TOKEN,
+        "consent": {
+            "privacy_notice": True,
+            "marketing_email": False,
+            "marketing_sms": False,
+            "notice_version": "2026-11",
+        },
+        "language": "nl",
+        "sealed": "A" * 80,
+        "vault_key": "0123456789abcdef",
+    },
 }
 
 
@@ -271,6 +283,14 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("identity", {"source": "nfc", "token": TOKEN}),
     ("identity", {"source": "nfc", "token": TOKEN, "device": "nfc0", "uid": "04a224e2b55c80"}),
     ("identity", {"source": "nfc", "token": 5, "device": "nfc0"}),
+    ("signup", {**BODIES["signup"], "card_token": TOKEN, "heard_via": "friend"}),
+    ("signup", {**BODIES["signup"], "consent": {**BODIES["signup"]["consent"], "privacy_notice": False}}),
+    ("signup", {**BODIES["signup"], "heard_via": "tv"}),
+    ("signup", {**BODIES["signup"], "language": "fr"}),
+    ("signup", {**BODIES["signup"], "sealed": "short"}),
+    ("signup", {**BODIES["signup"], "sealed": "A" * 79 + "="}),
+    ("signup", {**BODIES["signup"], "first_name": "Ayşe"}),  # personal data outside the box: refused
+    ("signup", {**BODIES["signup"], "vault_key": "0123456789ABCDEF"}),
     ("assist", {"source": "button", "device": "btn"}),
     ("assist", {"source": "kiosk", "device": "kiosk"}),
     ("assist", {"source": "phone", "device": "btn"}),

@@ -218,3 +218,44 @@ def test_closing_the_feed_ends_a_blocked_stream(feed: LiveFeed) -> None:
 def test_unknown_pages_are_a_friendly_404(client: FlaskClient) -> None:
     response = client.get("/nope/<script>")
     assert response.status_code == 404 and "<script>" not in response.get_data(as_text=True)
+
+
+def test_every_catalog_is_complete_and_matches_the_templates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from babel.messages.pofile import read_po
+
+    root = Path(__file__).resolve().parents[1]
+    fresh = tmp_path / "fresh.pot"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "babel.messages.frontend",
+            "-q",
+            "extract",
+            "-F",
+            "kiosk_ui/babel.cfg",
+            "-k",
+            "_",
+            "-k",
+            "_l",
+            "-o",
+            str(fresh),
+            ".",
+        ],
+        cwd=root,
+        check=True,
+    )
+    with fresh.open("rb") as handle:
+        wanted = {m.id for m in read_po(handle) if m.id}
+    assert wanted, "no messages extracted"
+    for locale in ("tr", "zh_Hans", "nl"):
+        with (root / f"kiosk_ui/translations/{locale}/LC_MESSAGES/messages.po").open("rb") as handle:
+            catalog = read_po(handle)
+        have = {m.id: m.string for m in catalog if m.id}
+        assert wanted <= set(have), f"{locale}: not extracted into the catalog: {sorted(wanted - set(have))}"
+        empty = sorted(i for i in wanted if not have[i])
+        assert not empty, f"{locale}: untranslated: {empty}"
