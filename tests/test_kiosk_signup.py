@@ -228,3 +228,65 @@ def test_standalone_vault_key_is_stable_and_has_no_private_half(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["vault-standalone.pub"]
     configured, standalone = load_vault("x25519:" + base64.b64encode(bytes(32)).decode(), tmp_path)
     assert not standalone and configured.key_id != first.key_id
+
+
+def test_a_real_node_signs_up_over_http_and_keeps_no_readable_personal_data(tmp_path: Path) -> None:
+    """Through the node's own waitress server: the form, the event in the outbox, nothing readable on disk."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    from tests.support.broker import free_port
+    from tests.support.node import NodeProcess
+
+    vault = PrivateKey.generate()
+    public = "x25519:" + base64.b64encode(bytes(vault.public_key)).decode()
+    node = NodeProcess(
+        tmp_path / "node",
+        f"mqtt://127.0.0.1:{free_port()}",
+        IDENTITY__VAULT_PUBLIC_KEY=public,
+        NODE__MEMBER_PREFIX="17",
+        KIOSK__PHONE_REGION="TR",
+    )
+    with node:
+        base = f"http://127.0.0.1:{node.kiosk_port}"
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        assert node.cli("sim", "tap", "04A1B2C3D4E5F6").returncode == 0
+        page = opener.open(base + "/join", timeout=5).read().decode()
+        token = re.search(r'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', page)
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page)
+        assert token and nonce
+        form = {
+            "csrf_token": token.group(1),
+            "nonce": nonce.group(1),
+            "first_name": NAME,
+            "phone": "0532 123 45 67",
+            "email": EMAIL,
+            "privacy": "y",
+            "marketing_email": "y",
+        }
+        done = opener.open(base + "/join", data=urllib.parse.urlencode(form).encode(), timeout=5)
+        assert done.geturl().endswith("/joined")
+        shown = re.search(r'id="member-code" aria-label="(M\d{10})"', done.read().decode())
+        assert shown and shown.group(1).startswith("M0017")
+        status = node.status()
+        assert status["outbox"]["by_type"].get("signup") == 1
+    import sqlite3
+
+    with sqlite3.connect(node.data_dir / "outbox.sqlite3") as conn:
+        (payload,) = conn.execute("SELECT payload FROM outbox WHERE event_type = 'signup'").fetchone()
+    body = json.loads(payload)["body"]
+    sealed = body["sealed"]
+    opened = json.loads(SealedBox(vault).decrypt(base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))))
+    assert opened == {
+        "first_name": NAME,
+        "email": EMAIL,
+        "phone": "+905321234567",
+        "member_code": shown.group(1),
+    }
+    assert "card_token" in body  # the simulated tap just before was bound
+    blobs = {p.name: p.read_bytes() for p in node.data_dir.iterdir() if p.is_file()}
+    blobs["log"] = node.log_path.read_bytes()
+    for where, blob in blobs.items():
+        for secret in (NAME, EMAIL, "5321234567", "532 123 45 67", "Ay\\u015fe"):
+            assert secret.encode() not in blob, f"{secret!r} readable in {where}"
