@@ -79,6 +79,30 @@ class SignupBody(_Body):
     card_token: Token | None = None
 
 
+class ReservedItem(_Body):
+    """What was reserved: a GTIN (14 digits, GS1 check digit) or the store's SKU."""
+
+    gtin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{14}\Z")] | None = None
+    sku: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")] | None = None
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1
+
+    def __post_init__(self) -> None:
+        if (self.gtin is None) == (self.sku is None):
+            raise ValueError("an item has exactly one of gtin or sku")
+
+
+class ReservationBody(_Body):
+    """A customer reserved a product for pick-up at this store; name and contact travel sealed."""
+
+    code: Annotated[str, msgspec.Meta(pattern=r"^R[0-9]{8}\Z")]
+    item: ReservedItem
+    pickup_date: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")]
+    language: Literal["en", "tr", "zh", "nl"]
+    sealed: Annotated[str, msgspec.Meta(min_length=40, max_length=4096, pattern=r"^[A-Za-z0-9_-]+\Z")]
+    vault_key: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}\Z")]
+    member_token: Token | None = None
+
+
 class OutboxSummary(_Body):
     """The backlog as the node saw it when it sent a status message."""
 
@@ -112,6 +136,7 @@ BODY_MODELS: dict[str, type[_Body]] = {
     "identity": IdentityBody,
     "assist": AssistBody,
     "signup": SignupBody,
+    "reservation": ReservationBody,
     "status": StatusBody,
     "presence": PresenceBody,
 }

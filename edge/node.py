@@ -36,6 +36,7 @@ from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signi
 from edge.membercodes import MemberCodeIssuer
 from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
+from edge.reservation import ReservationService
 from edge.signup import SignupService, load_vault
 from kiosk_ui import KioskConfig, KioskInfo, create_app
 from kiosk_ui.live import LiveFeed
@@ -301,6 +302,7 @@ class Node:
         self._stack.callback(issuer.close)
         vault, _standalone = load_vault(s.identity.vault_public_key, data_dir)
         signup = SignupService(self.outbox, pseudonymizer, issuer, vault)
+        reservations = ReservationService(self.outbox, issuer, vault)
         kiosk_config = KioskConfig(
             display_name=s.kiosk.display_name,
             idle_timeout=s.kiosk.idle_timeout,
@@ -313,7 +315,11 @@ class Node:
         )
         kiosk = WsgiServer(
             create_app(
-                KioskInfo(s.node.store, s.node.id, __version__), config=kiosk_config, feed=feed, signup=signup
+                KioskInfo(s.node.store, s.node.id, __version__),
+                config=kiosk_config,
+                feed=feed,
+                signup=signup,
+                reservations=reservations,
             ),
             "127.0.0.1",
             s.kiosk.port,

@@ -26,6 +26,7 @@ from kiosk_ui.i18n import LANGUAGES
 from kiosk_ui.live import LiveFeed
 
 if TYPE_CHECKING:
+    from edge.reservation import Reservation, ReservationRequest
     from edge.signup import Registration, SignupRequest
 
 CSP = (
@@ -52,6 +53,14 @@ class SignupPort(Protocol):
         ...
 
 
+class ReservationPort(Protocol):
+    """What the kiosk needs to take a reservation (edge.reservation.ReservationService)."""
+
+    def reserve(self, request: ReservationRequest, member_token: str | None) -> Reservation:
+        """Reserve; returns the confirmation code."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class KioskConfig:
     """Branding and behaviour from the ``[kiosk]`` section."""
@@ -74,6 +83,7 @@ def create_app(
     config: KioskConfig | None = None,
     feed: LiveFeed | None = None,
     signup: SignupPort | None = None,
+    reservations: ReservationPort | None = None,
 ) -> Flask:
     """Build the kiosk app around the node's services."""
     cfg = config or KioskConfig()
@@ -88,7 +98,9 @@ def create_app(
     )
     if test_config:
         app.config.update(test_config)
-    app.extensions["kiosk"] = KioskState(info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup)
+    app.extensions["kiosk"] = KioskState(
+        info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup, reservations
+    )
 
     def locale() -> str:
         code = session.get("lang") or cfg.default_language
@@ -101,12 +113,14 @@ def create_app(
     # it stops a flood of sign-ups (someone scripting the screen), not a particular client.
     limiter = Limiter(lambda: "kiosk", app=app, storage_uri="memory://", default_limits=[])
 
+    from kiosk_ui import reserve as reserve_views
     from kiosk_ui import signup as signup_views
     from kiosk_ui.views import bp
 
     app.register_blueprint(bp)
-    limiter.limit(f"{cfg.signups_per_minute}/minute", methods=["POST"])(signup_views.bp)
-    app.register_blueprint(signup_views.bp)
+    for blueprint in (signup_views.bp, reserve_views.bp):
+        limiter.limit(f"{cfg.signups_per_minute}/minute", methods=["POST"])(blueprint)
+        app.register_blueprint(blueprint)
 
     @app.before_request
     def idle_wipe() -> None:
@@ -138,6 +152,7 @@ class KioskState:
     config: KioskConfig
     feed: LiveFeed
     signup: SignupPort | None = None
+    reservations: ReservationPort | None = None
 
 
 def kiosk_state(app: Any) -> KioskState:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, SelectField, StringField, TelField
+from wtforms import BooleanField, DateField, EmailField, IntegerField, SelectField, StringField, TelField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # WTForms 3.3; stubs are 3.2
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from edge.reservation import MAX_QUANTITY, parse_item, pickup_window
 from edge.signup import MAX_NAME, clean_email, clean_name, clean_phone
 
 
@@ -87,5 +89,76 @@ class SignupForm(FlaskForm):  # type: ignore[misc]
             ok = False
         if self.marketing_sms.data and not self.phone.data:
             self.marketing_sms.errors = [_l("Offers by SMS need a phone number.")]
+            ok = False
+        return ok
+
+
+class ReservationForm(FlaskForm):  # type: ignore[misc]
+    """Product (scanned or typed), quantity, pick-up date, name and one contact."""
+
+    product = StringField(
+        _l("Product barcode or article number"),
+        validators=[DataRequired(_l("Scan the product's barcode or type its number.")), Length(max=32)],
+        render_kw={"autocomplete": "off", "maxlength": 32},
+    )
+    quantity = IntegerField(
+        _l("Quantity"),
+        default=1,
+        validators=[NumberRange(1, MAX_QUANTITY, _l("Choose between 1 and 20."))],
+        render_kw={"min": 1, "max": MAX_QUANTITY, "inputmode": "numeric"},
+    )
+    pickup_date = DateField(_l("Pick-up date"), validators=[DataRequired(_l("Choose a pick-up date."))])
+    name = StringField(
+        _l("Name"),
+        validators=[DataRequired(_l("Please enter your name.")), Length(max=MAX_NAME)],
+        render_kw={"autocomplete": "off", "maxlength": MAX_NAME},
+    )
+    email = EmailField(_l("E-mail"), validators=[Optional(), Length(max=254)], render_kw={"maxlength": 254})
+    phone = TelField(_l("Mobile phone"), validators=[Optional(), Length(max=32)], render_kw={"maxlength": 32})
+
+    def __init__(
+        self, *args: Any, phone_region: str = "NL", today: dt.date | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.phone_region = phone_region
+        self.first_day, self.last_day = pickup_window(today or dt.date.today())
+        self.pickup_date.render_kw = {"min": self.first_day.isoformat(), "max": self.last_day.isoformat()}
+        self.clean: dict[str, Any] = {}
+
+    def validate_product(self, field: StringField) -> None:
+        gtin, sku = parse_item(field.data or "")
+        if not (gtin or sku):
+            raise ValidationError(_l("This is not a valid product barcode or article number."))
+        self.clean["gtin"], self.clean["sku"] = gtin, sku
+
+    def validate_pickup_date(self, field: DateField) -> None:
+        if field.data is None or not self.first_day <= field.data <= self.last_day:
+            raise ValidationError(_l("Choose a date from tomorrow to 30 days ahead."))
+
+    def validate_name(self, field: StringField) -> None:
+        name = clean_name(field.data or "")
+        if name is None:
+            raise ValidationError(_l("Please use letters only (spaces, hyphens and apostrophes are fine)."))
+        self.clean["name"] = name
+
+    def validate_email(self, field: EmailField) -> None:
+        if field.data:
+            address = clean_email(field.data)
+            if address is None:
+                raise ValidationError(_l("This e-mail address does not look right."))
+            self.clean["email"] = address
+
+    def validate_phone(self, field: TelField) -> None:
+        if field.data:
+            number = clean_phone(field.data, self.phone_region)
+            if number is None:
+                raise ValidationError(_l("This phone number does not look right."))
+            self.clean["phone"] = number
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """Fields first, then: one contact is needed."""
+        ok: bool = super().validate(extra_validators)
+        if not (self.email.data or self.phone.data):
+            self.email.errors = [*self.email.errors, _l("Please give an e-mail address or a phone number.")]
             ok = False
         return ok

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.notify import IdentityNotice, Notice, Notifier
+from edge.notify import Notice, Notifier, ScanNotice
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,19 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._streams: list[queue.Queue[str | None]] = []
         self._visitor: Visitor | None = None
+        self._product: tuple[str, float] | None = None
         self._closed = False
         self._unsubscribe = notifier.subscribe(self._on_notice) if notifier is not None else None
 
     # -- from the devices (any thread) ---------------------------------------------------------------
 
     def _on_notice(self, notice: Notice) -> None:
-        if not isinstance(notice, IdentityNotice):
+        if isinstance(notice, ScanNotice):
+            if notice.kind == "gtin" and notice.value:
+                # a product scanned at the kiosk: the reservation form takes it (not personal data)
+                with self._lock:
+                    self._product = (notice.value, self._clock())
+                self.broadcast("product", {"gtin": notice.value})
             return
         # No member cache yet (it is filled from the central receiver): every identity is "pending",
         # i.e. "your points will update shortly". "unknown" is for a directory that says "not a member".
@@ -91,10 +97,19 @@ class LiveFeed:
                 self._visitor = visitor = None
         return visitor
 
+    def last_product(self) -> str | None:
+        """The GTIN scanned in the last idle period, to prefill a reservation."""
+        with self._lock:
+            product = self._product
+        if product is None or self._clock() - product[1] > self.idle_timeout:
+            return None
+        return product[0]
+
     def forget_visitor(self) -> None:
         """The screen went back to attract (idle timeout, "done"): the next customer starts clean."""
         with self._lock:
             self._visitor = None
+            self._product = None
 
     def broadcast(self, event: str, data: dict[str, object]) -> None:
         """Send one event to every open stream; a full queue drops its oldest entry."""

@@ -79,7 +79,7 @@ def set_language() -> BaseResponse:
     session["lang"] = code
     back = request.form.get("next", "/")
     # only our own paths: never an open redirect
-    return redirect(back if back in ("/", "/welcome", "/privacy", "/join") else "/")
+    return redirect(back if back in ("/", "/welcome", "/privacy", "/join", "/reserve") else "/")
 
 
 @bp.get("/events")

@@ -61,6 +61,14 @@ BODIES: dict[str, dict[str, Any]] = {
         "sealed": "A" * 80,
         "vault_key": "0123456789abcdef",
     },
+    "reservation": {
+        "code": "R00000427",
+        "item": {"gtin": "04006381333931", "quantity": 2},
+        "pickup_date": "2026-12-01",
+        "language": "en",
+        "sealed": "B" * 60,
+        "vault_key": "0123456789abcdef",
+    },
 }
 
 
@@ -291,6 +299,14 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("signup", {**BODIES["signup"], "sealed": "A" * 79 + "="}),
     ("signup", {**BODIES["signup"], "first_name": "Ayşe"}),  # personal data outside the box: refused
     ("signup", {**BODIES["signup"], "vault_key": "0123456789ABCDEF"}),
+    ("reservation", {**BODIES["reservation"], "item": {"sku": "ART-1234"}}),
+    ("reservation", {**BODIES["reservation"], "item": {"gtin": "04006381333931", "sku": "X"}}),
+    ("reservation", {**BODIES["reservation"], "item": {"quantity": 1}}),
+    ("reservation", {**BODIES["reservation"], "item": {"gtin": "4006381333931"}}),
+    ("reservation", {**BODIES["reservation"], "item": {"sku": "<script>"}}),
+    ("reservation", {**BODIES["reservation"], "item": {"gtin": "04006381333931", "quantity": 21}}),
+    ("reservation", {**BODIES["reservation"], "code": "M0000000427"}),
+    ("reservation", {**BODIES["reservation"], "name": "Jan"}),  # personal data outside the box
     ("assist", {"source": "button", "device": "btn"}),
     ("assist", {"source": "kiosk", "device": "kiosk"}),
     ("assist", {"source": "phone", "device": "btn"}),

@@ -214,7 +214,7 @@ def test_member_codes_are_unique_durable_and_bounded(tmp_path: Path) -> None:
     import sqlite3
 
     with sqlite3.connect(tmp_path / "l.sqlite3") as conn:
-        conn.execute("UPDATE member_counter SET next = ?", (PER_NODE,))
+        conn.execute("UPDATE code_counters SET next = ? WHERE name = 'member:0007'", (PER_NODE,))
     full = MemberCodeIssuer(tmp_path / "l.sqlite3", 7)
     with pytest.raises(MemberCodesExhausted):
         full.issue()

@@ -13,6 +13,20 @@
     window.addEventListener("pagehide", function () { source.close(); });
   }
 
+  // Reservation form: a product scanned at the kiosk's scanner fills the product field.
+  if (body.dataset.live === "product" && window.EventSource) {
+    var products = new EventSource("/events");
+    products.addEventListener("product", function (event) {
+      var field = document.getElementById("product");
+      var data = JSON.parse(event.data);
+      if (field && data && typeof data.gtin === "string") {
+        field.value = data.gtin;
+        field.dispatchEvent(new Event("input", { bubbles: true }));
+      }
+    });
+    window.addEventListener("pagehide", function () { products.close(); });
+  }
+
   // Idle reset: back to the attract screen, which wipes the session on the server.
   var timeout = parseInt(body.dataset.idleTimeout || "60", 10) * 1000;
   if (body.dataset.idleArmed === "1" && timeout > 0) {
