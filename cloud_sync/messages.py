@@ -103,6 +103,40 @@ class ReservationBody(_Body):
     member_token: Token | None = None
 
 
+class SurveyBody(_Body):
+    """A customer answered the post-sale survey: NPS 0-10, and optionally why (sealed: free text)."""
+
+    score: Annotated[int, msgspec.Meta(ge=0, le=10)]
+    language: Literal["en", "tr", "zh", "nl"]
+    vault_key: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}\Z")]
+    #: the "why?" answer, sealed to the PII vault (free text may name people); absent when not given
+    sealed_comment: (
+        Annotated[str, msgspec.Meta(min_length=40, max_length=8192, pattern=r"^[A-Za-z0-9_-]+\Z")] | None
+    ) = None
+    member_token: Token | None = None
+    #: the POS receipt the survey follows, when the till asked for it
+    receipt: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{4,48}\Z")] | None = None
+
+
+class WarrantyBody(_Body):
+    """A product registered for warranty: its serial, the purchase receipt, and who (token or sealed)."""
+
+    serial: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Z][0-9A-Z./-]{2,39}\Z")]
+    receipt: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{4,48}\Z")]
+    language: Literal["en", "tr", "zh", "nl"]
+    vault_key: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}\Z")]
+    gtin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{14}\Z")] | None = None
+    member_token: Token | None = None
+    #: name and contact of a customer who is not an identified member, sealed to the vault
+    sealed: (
+        Annotated[str, msgspec.Meta(min_length=40, max_length=4096, pattern=r"^[A-Za-z0-9_-]+\Z")] | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        if self.member_token is None and self.sealed is None:
+            raise ValueError("a warranty registration needs a member or a sealed contact")
+
+
 class OutboxSummary(_Body):
     """The backlog as the node saw it when it sent a status message."""
 
@@ -137,6 +171,8 @@ BODY_MODELS: dict[str, type[_Body]] = {
     "assist": AssistBody,
     "signup": SignupBody,
     "reservation": ReservationBody,
+    "survey": SurveyBody,
+    "warranty": WarrantyBody,
     "status": StatusBody,
     "presence": PresenceBody,
 }

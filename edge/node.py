@@ -29,6 +29,7 @@ from edge.devices.base import Device
 from edge.devices.cardread import CardRead, member_code_in
 from edge.devices.gpio import GpioFeedback, GpioPins
 from edge.devices.sim import SimButton, SimCardReader, SimScanner
+from edge.feedback import FeedbackService
 from edge.httpserver import WsgiServer
 from edge.identity import Pseudonymizer
 from edge.intake import Intake, ScanOutcome
@@ -303,6 +304,7 @@ class Node:
         vault, _standalone = load_vault(s.identity.vault_public_key, data_dir)
         signup = SignupService(self.outbox, pseudonymizer, issuer, vault)
         reservations = ReservationService(self.outbox, issuer, vault)
+        feedback = FeedbackService(self.outbox, vault)
         kiosk_config = KioskConfig(
             display_name=s.kiosk.display_name,
             idle_timeout=s.kiosk.idle_timeout,
@@ -320,6 +322,7 @@ class Node:
                 feed=feed,
                 signup=signup,
                 reservations=reservations,
+                feedback=feedback,
             ),
             "127.0.0.1",
             s.kiosk.port,

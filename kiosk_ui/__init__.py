@@ -26,6 +26,7 @@ from kiosk_ui.i18n import LANGUAGES
 from kiosk_ui.live import LiveFeed
 
 if TYPE_CHECKING:
+    from edge.feedback import SurveyAnswer, WarrantyRequest
     from edge.reservation import Reservation, ReservationRequest
     from edge.signup import Registration, SignupRequest
 
@@ -61,6 +62,18 @@ class ReservationPort(Protocol):
         ...
 
 
+class FeedbackPort(Protocol):
+    """Survey answers and warranty registrations (edge.feedback.FeedbackService)."""
+
+    def answer_survey(self, answer: SurveyAnswer, member_token: str | None) -> object:
+        """Queue a survey answer."""
+        ...
+
+    def register_warranty(self, request: WarrantyRequest, member_token: str | None) -> object:
+        """Queue a warranty registration."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class KioskConfig:
     """Branding and behaviour from the ``[kiosk]`` section."""
@@ -84,6 +97,7 @@ def create_app(
     feed: LiveFeed | None = None,
     signup: SignupPort | None = None,
     reservations: ReservationPort | None = None,
+    feedback: FeedbackPort | None = None,
 ) -> Flask:
     """Build the kiosk app around the node's services."""
     cfg = config or KioskConfig()
@@ -99,7 +113,7 @@ def create_app(
     if test_config:
         app.config.update(test_config)
     app.extensions["kiosk"] = KioskState(
-        info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup, reservations
+        info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup, reservations, feedback
     )
 
     def locale() -> str:
@@ -113,12 +127,13 @@ def create_app(
     # it stops a flood of sign-ups (someone scripting the screen), not a particular client.
     limiter = Limiter(lambda: "kiosk", app=app, storage_uri="memory://", default_limits=[])
 
+    from kiosk_ui import feedback as feedback_views
     from kiosk_ui import reserve as reserve_views
     from kiosk_ui import signup as signup_views
     from kiosk_ui.views import bp
 
     app.register_blueprint(bp)
-    for blueprint in (signup_views.bp, reserve_views.bp):
+    for blueprint in (signup_views.bp, reserve_views.bp, feedback_views.bp):
         limiter.limit(f"{cfg.signups_per_minute}/minute", methods=["POST"])(blueprint)
         app.register_blueprint(blueprint)
 
@@ -153,6 +168,7 @@ class KioskState:
     feed: LiveFeed
     signup: SignupPort | None = None
     reservations: ReservationPort | None = None
+    feedback: FeedbackPort | None = None
 
 
 def kiosk_state(app: Any) -> KioskState:

@@ -7,10 +7,21 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, EmailField, IntegerField, SelectField, StringField, TelField
+from wtforms import (
+    BooleanField,
+    DateField,
+    EmailField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    StringField,
+    TelField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # WTForms 3.3; stubs are 3.2
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from edge.feedback import MAX_COMMENT, clean_receipt, clean_serial
 from edge.reservation import MAX_QUANTITY, parse_item, pickup_window
 from edge.signup import MAX_NAME, clean_email, clean_name, clean_phone
 
@@ -161,4 +172,109 @@ class ReservationForm(FlaskForm):  # type: ignore[misc]
         if not (self.email.data or self.phone.data):
             self.email.errors = [*self.email.errors, _l("Please give an e-mail address or a phone number.")]
             ok = False
+        return ok
+
+
+class SurveyForm(FlaskForm):  # type: ignore[misc]
+    """Net Promoter Score 0-10 and an optional "why?"."""
+
+    score = RadioField(
+        _l("How likely are you to recommend us to a friend?"),
+        choices=[SelectChoice(str(n), str(n)) for n in range(11)],
+        validators=[InputRequired(_l("Please choose a number from 0 to 10."))],
+    )
+    comment = TextAreaField(
+        _l("Why? (optional)"),
+        validators=[Optional(), Length(max=MAX_COMMENT)],
+        render_kw={"maxlength": MAX_COMMENT, "rows": 3},
+    )
+
+    def validate_comment(self, field: TextAreaField) -> None:
+        if field.data and not " ".join(field.data.split()).isprintable():
+            raise ValidationError(_l("Please use plain text."))
+
+
+class WarrantyForm(FlaskForm):  # type: ignore[misc]
+    """Serial number and receipt (scanned or typed); name and contact unless the customer tapped in."""
+
+    serial = StringField(
+        _l("Serial number"),
+        validators=[DataRequired(_l("Scan or type the serial number.")), Length(max=40)],
+        render_kw={"autocomplete": "off", "maxlength": 40},
+    )
+    receipt = StringField(
+        _l("Receipt code"),
+        validators=[DataRequired(_l("Scan or type the code on your receipt.")), Length(max=48)],
+        render_kw={"autocomplete": "off", "maxlength": 48},
+    )
+    product = StringField(
+        _l("Product barcode (optional)"), validators=[Optional(), Length(max=32)], render_kw={"maxlength": 32}
+    )
+    name = StringField(
+        _l("Name"), validators=[Optional(), Length(max=MAX_NAME)], render_kw={"maxlength": MAX_NAME}
+    )
+    email = EmailField(_l("E-mail"), validators=[Optional(), Length(max=254)], render_kw={"maxlength": 254})
+    phone = TelField(_l("Mobile phone"), validators=[Optional(), Length(max=32)], render_kw={"maxlength": 32})
+
+    def __init__(self, *args: Any, phone_region: str = "NL", member: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.phone_region = phone_region
+        self.member = member
+        self.clean: dict[str, Any] = {}
+
+    def validate_serial(self, field: StringField) -> None:
+        serial = clean_serial(field.data or "")
+        if serial is None:
+            raise ValidationError(_l("This serial number does not look right."))
+        self.clean["serial"] = serial
+
+    def validate_receipt(self, field: StringField) -> None:
+        receipt = clean_receipt(field.data or "")
+        if receipt is None:
+            raise ValidationError(_l("This receipt code does not look right."))
+        self.clean["receipt"] = receipt
+
+    def validate_product(self, field: StringField) -> None:
+        if field.data:
+            gtin, _sku = parse_item(field.data)
+            if gtin is None:
+                raise ValidationError(_l("This is not a valid product barcode or article number."))
+            self.clean["gtin"] = gtin
+
+    def validate_name(self, field: StringField) -> None:
+        if field.data:
+            name = clean_name(field.data)
+            if name is None:
+                raise ValidationError(
+                    _l("Please use letters only (spaces, hyphens and apostrophes are fine).")
+                )
+            self.clean["name"] = name
+
+    def validate_email(self, field: EmailField) -> None:
+        if field.data:
+            address = clean_email(field.data)
+            if address is None:
+                raise ValidationError(_l("This e-mail address does not look right."))
+            self.clean["email"] = address
+
+    def validate_phone(self, field: TelField) -> None:
+        if field.data:
+            number = clean_phone(field.data, self.phone_region)
+            if number is None:
+                raise ValidationError(_l("This phone number does not look right."))
+            self.clean["phone"] = number
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """A member who tapped in needs nothing more; anyone else leaves a name and one contact."""
+        ok: bool = super().validate(extra_validators)
+        if not self.member:
+            if not self.name.data:
+                self.name.errors = [*self.name.errors, _l("Please enter your name, or tap your card first.")]
+                ok = False
+            if not (self.email.data or self.phone.data):
+                self.email.errors = [
+                    *self.email.errors,
+                    _l("Please give an e-mail address or a phone number."),
+                ]
+                ok = False
         return ok

@@ -79,7 +79,9 @@ def set_language() -> BaseResponse:
     session["lang"] = code
     back = request.form.get("next", "/")
     # only our own paths: never an open redirect
-    return redirect(back if back in ("/", "/welcome", "/privacy", "/join", "/reserve") else "/")
+    return redirect(
+        back if back in ("/", "/welcome", "/privacy", "/join", "/reserve", "/survey", "/warranty") else "/"
+    )
 
 
 @bp.get("/events")
