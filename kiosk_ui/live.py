@@ -26,7 +26,7 @@ from edge.notify import Notice, Notifier, ScanNotice
 
 log = logging.getLogger(__name__)
 
-#: Concurrent SSE streams; the kiosk browser needs one, a reloading page briefly two.
+#: Concurrent SSE streams; the kiosk browser needs one, pages it just left linger until a write fails.
 MAX_STREAMS = 4
 #: A comment line this often lets the server notice a closed page (it only notices when it writes).
 KEEPALIVE_S = 15.0
@@ -68,6 +68,7 @@ class LiveFeed:
         self._visitor: Visitor | None = None
         self._product: tuple[str, float] | None = None
         self._closed = False
+        self.evicted = 0
         self._unsubscribe = notifier.subscribe(self._on_notice) if notifier is not None else None
 
     # -- from the devices (any thread) ---------------------------------------------------------------
@@ -126,13 +127,21 @@ class LiveFeed:
                         stream.get_nowait()
 
     def stream(self) -> Iterator[str]:
-        """An SSE body for one page; raises ``TooManyStreams`` before the first byte if none is free."""
+        """An SSE body for one page (ending the oldest open one when all slots are taken).
+
+        Raises ``TooManyStreams`` only while the kiosk shuts down.
+        """
         mine: queue.Queue[str | None] = queue.Queue(QUEUE_SIZE)
         with self._lock:
             if self._closed:
                 raise TooManyStreams("the kiosk is shutting down")
             if len(self._streams) >= MAX_STREAMS:
-                raise TooManyStreams(f"{MAX_STREAMS} live streams are open")
+                # The newest page is the one on screen: a page the kiosk browser left keeps its stream
+                # until the next write fails (up to a keep-alive later), so end the oldest instead of
+                # refusing the page the customer is looking at.
+                oldest = self._streams.pop(0)
+                self.evicted += 1
+                _end(oldest)
             self._streams.append(mine)
         return self._serve(mine)
 
@@ -168,9 +177,14 @@ class LiveFeed:
             self._unsubscribe()
             self._unsubscribe = None
         for stream in streams:
-            try:
-                stream.put_nowait(None)
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    stream.get_nowait()
-                stream.put_nowait(None)
+            _end(stream)
+
+
+def _end(stream: queue.Queue[str | None]) -> None:
+    """Make ``stream``'s generator return at its next read (dropping an update if its queue is full)."""
+    try:
+        stream.put_nowait(None)
+    except queue.Full:
+        with contextlib.suppress(queue.Empty):
+            stream.get_nowait()
+        stream.put_nowait(None)

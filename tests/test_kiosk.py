@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from edge.notify import IdentityNotice, Notifier, ScanNotice
 from kiosk_ui import KioskConfig, KioskInfo, create_app
-from kiosk_ui.live import MAX_STREAMS, LiveFeed, TooManyStreams
+from kiosk_ui.live import MAX_STREAMS, LiveFeed
 
 TOKEN = "a" * 64
 
@@ -171,27 +171,33 @@ def test_the_live_stream_carries_only_what_to_show(feed: LiveFeed, notifier: Not
     assert feed.open_streams == 0
 
 
-def test_streams_are_bounded_and_a_slow_page_never_blocks_a_tap(feed: LiveFeed, notifier: Notifier) -> None:
+def test_streams_are_bounded_the_newest_page_wins_and_a_slow_page_never_blocks_a_tap(
+    feed: LiveFeed, notifier: Notifier
+) -> None:
     streams = [feed.stream() for _ in range(MAX_STREAMS)]
     for stream in streams:
         next(stream)
-    with pytest.raises(TooManyStreams):
-        feed.stream()
+    newest = feed.stream()  # the page on screen now; the oldest (a page the browser left) is ended
+    assert next(newest).startswith("retry:")
+    assert feed.open_streams == MAX_STREAMS and feed.evicted == 1
+    assert list(streams[0]) == []  # the evicted stream returns at its next read
     began = time.perf_counter()
     for _ in range(1000):  # nobody reads: queues drop their oldest, publishing never waits
         _tap(notifier)
     assert time.perf_counter() - began < 2.0
-    assert next(streams[0]).startswith("event: identity")
-    for stream in streams:
+    assert next(streams[1]).startswith("event: identity")
+    assert next(newest).startswith("event: identity")
+    for stream in (*streams[1:], newest):
         stream.close()  # the page went away
     assert feed.open_streams == 0
-    assert next(feed.stream()).startswith("retry:")
 
 
-def test_events_endpoint_503_when_full(app: Flask, feed: LiveFeed) -> None:
-    held = [feed.stream() for _ in range(MAX_STREAMS)]
+def test_events_endpoint_503_only_while_shutting_down(app: Flask, feed: LiveFeed) -> None:
+    held = [feed.stream() for _ in range(MAX_STREAMS + 2)]
     for stream in held:
         next(stream)
+    assert app.test_client().get("/events").status_code == 200  # never refused for being full
+    feed.close()
     response = app.test_client().get("/events")
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     for stream in held:
