@@ -37,6 +37,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -239,13 +240,13 @@ def chromium_version() -> str:
 class Kiosk:
     """The node under test plus a kept-alive connection to its admin endpoint for injecting devices.
 
-    Also works around (and counts) a node defect the first run of this benchmark found: a page that
-    navigates away keeps its SSE slot on the node until the server next writes to it (it takes about
-    three writes to notice: one lands in the kernel, the next meets the reset, the third raises), and
-    the node refuses a 5th stream with a 503, which ends the browser's EventSource for good. A kiosk
-    that went attract -> welcome -> attract twice within ~15 s (the keep-alive) is then deaf to taps.
-    ``flush_streams`` makes those writes (product scans, which only /reserve listens to) and resets the
-    screen state, so the measurement can go on; ``refused`` says how often it was needed.
+    Also counts (and works around) the node refusing a page's SSE stream: a page that navigated away
+    keeps its stream on the node until the server next writes to it (it takes about three writes to
+    notice: one lands in the kernel, the next meets the reset, the third raises). Until b86d6cf the
+    node refused a 5th stream with a 503, which ends the browser's EventSource for good, so a kiosk
+    that went attract -> welcome -> attract twice within ~15 s (the keep-alive) was deaf to taps; it
+    now ends the oldest stream instead. ``flush_streams`` makes those writes (product scans, which
+    only /reserve listens to) and resets the screen state; ``refused`` says how often it was needed.
     """
 
     def __init__(self, node: NodeProcess) -> None:
@@ -694,13 +695,18 @@ def run_lighthouse(node: str, url: str, out: Path) -> dict[str, Any]:
         "--chrome-flags=--headless=new --no-sandbox --disable-gpu",
         "--only-categories=performance,accessibility",
     ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=LH_TIMEOUT)
+        stdout, stderr = proc.communicate(timeout=LH_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
+        _stop_lighthouse(proc)
         raise BenchError(f"Lighthouse on {url} did not finish within {LH_TIMEOUT:.0f} s") from exc
-    if done.returncode != 0 or not out.exists():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise BenchError(f"Lighthouse on {url} failed (exit {done.returncode}): {' / '.join(tail)}")
+    except BaseException:  # interrupted: do not leave its Chromium behind
+        _stop_lighthouse(proc)
+        raise
+    if proc.returncode != 0 or not out.exists():
+        tail = (stderr or stdout).strip().splitlines()[-3:]
+        raise BenchError(f"Lighthouse on {url} failed (exit {proc.returncode}): {' / '.join(tail)}")
     lhr = json.loads(out.read_text())
     if lhr.get("runtimeError"):
         raise BenchError(f"Lighthouse on {url}: {lhr['runtimeError'].get('message')}")
@@ -746,6 +752,18 @@ def run_lighthouse(node: str, url: str, out: Path) -> dict[str, Any]:
         "screen": settings.get("screenEmulation"),
     }
     return result
+
+
+def _stop_lighthouse(proc: subprocess.Popen[str]) -> None:
+    """SIGINT first: Lighthouse (chrome-launcher) then closes the Chromium it started, which runs in a
+    process group of its own and would outlive a plain kill of the node process."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def measure_lighthouse(kiosk: Kiosk, workdir: Path) -> dict[str, Any]:
@@ -1043,9 +1061,17 @@ def main(argv: list[str] | None = None) -> int:
         "node": "?",
     }
     print(f"kiosk benchmark{' (--quick)' if args.quick else ''}", flush=True)
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so every finally runs: browser, Lighthouse's Chromium, node, broker
+
+    signal.signal(signal.SIGTERM, terminated)
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
         try:
             run(sizes, Path(tmp), figures)
+        except KeyboardInterrupt:
+            print("interrupted: stopped the browser, the node and the broker; no figures", flush=True)
+            return 130
         except Exception as exc:  # the node or the broker would not start
             traceback.print_exc()
             figures.setdefault("broken", {})["setup"] = f"{type(exc).__name__}: {exc}"
