@@ -5,26 +5,35 @@
   var body = document.body;
 
   // Live updates: a tap or member scan takes the screen to the welcome page.
+  // EventSource retries on its own after a dropped connection, but gives up for good after an HTTP
+  // error (a restarting node answers 503): reopen it then, so the screen never stays deaf to taps.
+  function listen(handlers) {
+    var source = null;
+    var open = function () {
+      source = new EventSource("/events");
+      Object.keys(handlers).forEach(function (name) { source.addEventListener(name, handlers[name]); });
+      source.addEventListener("error", function () {
+        if (source.readyState === EventSource.CLOSED) { window.setTimeout(open, 3000); }
+      });
+    };
+    open();
+    window.addEventListener("pagehide", function () { if (source) { source.close(); } });
+  }
+
   if (body.dataset.live === "navigate" && window.EventSource) {
-    var source = new EventSource("/events");
-    source.addEventListener("identity", function () {
-      window.location.assign("/welcome");
-    });
-    window.addEventListener("pagehide", function () { source.close(); });
+    listen({ identity: function () { window.location.assign("/welcome"); } });
   }
 
   // Reservation form: a product scanned at the kiosk's scanner fills the product field.
   if (body.dataset.live === "product" && window.EventSource) {
-    var products = new EventSource("/events");
-    products.addEventListener("product", function (event) {
+    listen({ product: function (event) {
       var field = document.getElementById("product");
       var data = JSON.parse(event.data);
       if (field && data && typeof data.gtin === "string") {
         field.value = data.gtin;
         field.dispatchEvent(new Event("input", { bubbles: true }));
       }
-    });
-    window.addEventListener("pagehide", function () { products.close(); });
+    } });
   }
 
   // Idle reset: back to the attract screen, which wipes the session on the server.
