@@ -30,6 +30,7 @@ need_pkg python3-dev
 if [ "$WITH_TEST" = 1 ]; then
   need_pkg vsmartcard-vpcd                   # the virtual PC/SC reader the NFC tests plug their card into
   need_cmd chromium chromium                 # the kiosk tests drive Debian's Chromium through Playwright
+  need_pkg fonts-noto-cjk                    # Simplified Chinese pages render (and are screenshot) with real glyphs
   need_cmd mosquitto mosquitto
   need_cmd mosquitto_sub mosquitto-clients   # the benchmark's delivery check
   need_cmd node nodejs
