@@ -122,7 +122,12 @@ class NodeProcess:
         timeout: float = 10.0,
         token: bool = True,
     ) -> tuple[int, Any]:
-        """One admin request over a kept-alive connection; returns (status, parsed JSON or text)."""
+        """One admin request over a kept-alive connection; returns (status, parsed JSON or text).
+
+        A kept-alive connection the server closed while idle (waitress's channel timeout) fails on reuse
+        before the server reads anything: that one case is retried once on a fresh connection.
+        """
+        reused = self._conn is not None
         if self._conn is None:
             self._conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
         headers = {"Content-Type": "application/json"}
@@ -134,6 +139,11 @@ class NodeProcess:
             )
             response = self._conn.getresponse()
             raw = response.read()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self._close_conn()
+            if not reused:
+                raise
+            return self.request(method, path, body, timeout=timeout, token=token)
         except (OSError, http.client.HTTPException):
             self._close_conn()
             raise
