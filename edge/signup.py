@@ -16,8 +16,6 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from nacl.public import PublicKey, SealedBox
 
 from cloud_sync.envelope import SignedMessage
@@ -80,6 +78,9 @@ def clean_email(text: str) -> str | None:
     """The normalised address if its syntax is valid (no DNS lookup: the kiosk may be offline)."""
     if not text or len(text) > 254:
         return None
+    # imported on first use: the validators' data is only needed once a customer fills in a form
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         return str(validate_email(text.strip(), check_deliverability=False).normalized)
     except EmailNotValidError:
@@ -90,6 +91,8 @@ def clean_phone(text: str, region: str) -> str | None:
     """The number in E.164 if it is a valid number (local numbers read in the store's region)."""
     if not text or len(text) > 32:
         return None
+    import phonenumbers
+
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

@@ -11,7 +11,6 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from cloud_sync.errors import CloudSyncError
 from edge.feedback import SurveyAnswer, WarrantyRequest, clean_comment, clean_receipt
-from kiosk_ui.forms import SurveyForm, WarrantyForm
 
 if TYPE_CHECKING:
     from kiosk_ui import KioskState
@@ -42,6 +41,8 @@ def survey() -> BaseResponse | str | tuple[str, int]:
     state = _state()
     if state.feedback is None:
         return render_template("join_unavailable.html"), 503
+    from kiosk_ui.forms import SurveyForm  # the form stack loads on the first form page
+
     form = SurveyForm()
     receipt = clean_receipt(request.values.get("receipt", "")) if request.values.get("receipt") else None
     if not form.is_submitted():
@@ -72,6 +73,8 @@ def warranty() -> BaseResponse | str | tuple[str, int]:
     if state.feedback is None:
         return render_template("join_unavailable.html"), 503
     visitor = state.feed.visitor()
+    from kiosk_ui.forms import WarrantyForm  # the form stack loads on the first form page
+
     form = WarrantyForm(phone_region=state.config.phone_region, member=visitor is not None)
     if not form.is_submitted():
         return _page("warranty.html", "warranty_nonce", 200, form=form, member=visitor is not None)

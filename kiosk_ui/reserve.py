@@ -14,10 +14,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from cloud_sync.errors import CloudSyncError
 from edge.membercodes import MemberCodesExhausted
 from edge.reservation import ReservationRequest
-from kiosk_ui.forms import ReservationForm
 
 if TYPE_CHECKING:
     from kiosk_ui import KioskState
+    from kiosk_ui.forms import ReservationForm
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reserve", __name__)
@@ -39,6 +39,8 @@ def reserve() -> BaseResponse | str | tuple[str, int]:
     state = _state()
     if state.reservations is None:
         return render_template("join_unavailable.html"), 503
+    from kiosk_ui.forms import ReservationForm  # the form stack loads on the first form page
+
     form = ReservationForm(phone_region=state.config.phone_region)
     if not form.is_submitted():
         scanned = state.feed.last_product()

@@ -14,7 +14,6 @@ from werkzeug.wrappers import Response as BaseResponse
 from cloud_sync.errors import CloudSyncError
 from edge.membercodes import MemberCodesExhausted
 from edge.signup import SignupRequest
-from kiosk_ui.forms import SignupForm
 
 if TYPE_CHECKING:
     from kiosk_ui import KioskState
@@ -40,6 +39,8 @@ def join() -> BaseResponse | str | tuple[str, int]:
     state = _state()
     if state.signup is None:
         return render_template("join_unavailable.html"), 503
+    from kiosk_ui.forms import SignupForm  # the form stack loads on the first form page
+
     form = SignupForm(phone_region=state.config.phone_region)
     if form.is_submitted():
         # One sign-up per form shown: a double tap on "Join" or the browser re-sending the POST must not
