@@ -26,7 +26,28 @@ from edge.reservation import MAX_QUANTITY, parse_item, pickup_window
 from edge.signup import MAX_NAME, clean_email, clean_name, clean_phone
 
 
-class SignupForm(FlaskForm):  # type: ignore[misc]
+class _ContactChecks:
+    """The e-mail and phone checks every form with a contact shares (WTForms finds ``validate_<field>``)."""
+
+    phone_region: str
+    clean: dict[str, Any]
+
+    def validate_email(self, field: EmailField) -> None:
+        if field.data:
+            address = clean_email(field.data)
+            if address is None:
+                raise ValidationError(_l("This e-mail address does not look right."))
+            self.clean["email"] = address
+
+    def validate_phone(self, field: TelField) -> None:
+        if field.data:
+            number = clean_phone(field.data, self.phone_region)
+            if number is None:
+                raise ValidationError(_l("This phone number does not look right."))
+            self.clean["phone"] = number
+
+
+class SignupForm(_ContactChecks, FlaskForm):  # type: ignore[misc]
     """First name and one contact now; granular consent; marketing unticked by default."""
 
     first_name = StringField(
@@ -75,20 +96,6 @@ class SignupForm(FlaskForm):  # type: ignore[misc]
             raise ValidationError(_l("Please use letters only (spaces, hyphens and apostrophes are fine)."))
         self.clean["first_name"] = name
 
-    def validate_email(self, field: EmailField) -> None:
-        if field.data:
-            address = clean_email(field.data)
-            if address is None:
-                raise ValidationError(_l("This e-mail address does not look right."))
-            self.clean["email"] = address
-
-    def validate_phone(self, field: TelField) -> None:
-        if field.data:
-            number = clean_phone(field.data, self.phone_region)
-            if number is None:
-                raise ValidationError(_l("This phone number does not look right."))
-            self.clean["phone"] = number
-
     def validate(self, extra_validators: Any = None) -> bool:
         """Fields first, then the rules that span fields (one contact; marketing needs its channel)."""
         ok: bool = super().validate(extra_validators)
@@ -104,7 +111,7 @@ class SignupForm(FlaskForm):  # type: ignore[misc]
         return ok
 
 
-class ReservationForm(FlaskForm):  # type: ignore[misc]
+class ReservationForm(_ContactChecks, FlaskForm):  # type: ignore[misc]
     """Product (scanned or typed), quantity, pick-up date, name and one contact."""
 
     product = StringField(
@@ -152,20 +159,6 @@ class ReservationForm(FlaskForm):  # type: ignore[misc]
             raise ValidationError(_l("Please use letters only (spaces, hyphens and apostrophes are fine)."))
         self.clean["name"] = name
 
-    def validate_email(self, field: EmailField) -> None:
-        if field.data:
-            address = clean_email(field.data)
-            if address is None:
-                raise ValidationError(_l("This e-mail address does not look right."))
-            self.clean["email"] = address
-
-    def validate_phone(self, field: TelField) -> None:
-        if field.data:
-            number = clean_phone(field.data, self.phone_region)
-            if number is None:
-                raise ValidationError(_l("This phone number does not look right."))
-            self.clean["phone"] = number
-
     def validate(self, extra_validators: Any = None) -> bool:
         """Fields first, then: one contact is needed."""
         ok: bool = super().validate(extra_validators)
@@ -194,7 +187,7 @@ class SurveyForm(FlaskForm):  # type: ignore[misc]
             raise ValidationError(_l("Please use plain text."))
 
 
-class WarrantyForm(FlaskForm):  # type: ignore[misc]
+class WarrantyForm(_ContactChecks, FlaskForm):  # type: ignore[misc]
     """Serial number and receipt (scanned or typed); name and contact unless the customer tapped in."""
 
     serial = StringField(
@@ -249,20 +242,6 @@ class WarrantyForm(FlaskForm):  # type: ignore[misc]
                     _l("Please use letters only (spaces, hyphens and apostrophes are fine).")
                 )
             self.clean["name"] = name
-
-    def validate_email(self, field: EmailField) -> None:
-        if field.data:
-            address = clean_email(field.data)
-            if address is None:
-                raise ValidationError(_l("This e-mail address does not look right."))
-            self.clean["email"] = address
-
-    def validate_phone(self, field: TelField) -> None:
-        if field.data:
-            number = clean_phone(field.data, self.phone_region)
-            if number is None:
-                raise ValidationError(_l("This phone number does not look right."))
-            self.clean["phone"] = number
 
     def validate(self, extra_validators: Any = None) -> bool:
         """A member who tapped in needs nothing more; anyone else leaves a name and one contact."""
