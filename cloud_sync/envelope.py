@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 from uuid_utils import uuid7
 
 from cloud_sync.errors import EnvelopeError, SignatureError
@@ -66,13 +65,12 @@ def new_event_id() -> str:
     return str(uuid7())
 
 
-def encode_public_key(key: Ed25519PublicKey) -> str:
+def encode_public_key(key: VerifyKey) -> str:
     """The one-line text form of a node's public key used by ``keys show`` and the central registry."""
-    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return "ed25519:" + base64.b64encode(raw).decode()
+    return "ed25519:" + base64.b64encode(bytes(key)).decode()
 
 
-def decode_public_key(text: str) -> Ed25519PublicKey:
+def decode_public_key(text: str) -> VerifyKey:
     """Parse the ``ed25519:<base64>`` form; raises EnvelopeError with the reason on anything else."""
     prefix, _, b64 = text.strip().partition(":")
     if prefix != "ed25519" or not b64:
@@ -83,7 +81,7 @@ def decode_public_key(text: str) -> Ed25519PublicKey:
         raise EnvelopeError(f"public key is not valid base64: {exc}") from exc
     if len(raw) != 32:
         raise EnvelopeError(f"public key must be 32 bytes, got {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return VerifyKey(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,15 +98,14 @@ class SignedMessage:
 class Signer:
     """Builds and signs envelopes for one node; holds no mutable state, so any thread may use it."""
 
-    def __init__(self, key: Ed25519PrivateKey, store: str, node: str) -> None:
+    def __init__(self, key: SigningKey, store: str, node: str) -> None:
         for name, value in (("store", store), ("node", node)):
             if not IDENT_RE.fullmatch(value):
                 raise EnvelopeError(f"{name} id {value!r} is not a valid identifier")
         # Signing goes through libsodium (PyNaCl): cffi releases the GIL during the call, so producers
-        # sign in parallel with the writer and the relay; cryptography's binding holds the GIL for the
-        # ~35 us an Ed25519 signature costs here. The key file stays cryptography's PEM/PKCS#8.
-        seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        self._secret = crypto_sign_seed_keypair(seed)[1]
+        # sign in parallel with the writer and the relay (cryptography's binding holds the GIL for the
+        # ~35 us a signature costs here), and the node does not map cryptography's 7.5 MB Rust library.
+        self._secret = crypto_sign_seed_keypair(key.encode())[1]
         self.store = store
         self.node = node
 
@@ -168,7 +165,7 @@ def parse(payload: bytes) -> dict[str, Any]:
     return doc
 
 
-def verify(payload: bytes, public_key: Ed25519PublicKey) -> dict[str, Any]:
+def verify(payload: bytes, public_key: VerifyKey) -> dict[str, Any]:
     """Parse ``payload`` and check its signature; returns the envelope without ``sig``."""
     doc = parse(payload)
     sig_text = doc.pop("sig")
@@ -177,7 +174,7 @@ def verify(payload: bytes, public_key: Ed25519PublicKey) -> dict[str, Any]:
     except ValueError as exc:
         raise SignatureError("signature is not base64url") from exc
     try:
-        public_key.verify(signature, canonical_json(doc))
-    except InvalidSignature as exc:
+        public_key.verify(canonical_json(doc), signature)
+    except (BadSignatureError, ValueError) as exc:
         raise SignatureError("signature does not verify for this node's key") from exc
     return doc

@@ -10,18 +10,14 @@ Both live in the data directory (0700) with mode 0600 and are never logged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
+from nacl.signing import SigningKey
 
 from cloud_sync.envelope import encode_public_key
 from edge.errors import KeyFileError
@@ -29,6 +25,50 @@ from edge.errors import KeyFileError
 SIGNING_KEY_FILE = "node-signing.key"
 PSEUDONYM_KEY_FILE = "pseudonym.key"
 MIN_PSEUDONYM_KEY_BYTES = 32
+
+# An unencrypted Ed25519 PKCS#8 v1 key is this fixed DER header followed by the 32-byte seed (RFC 8410,
+# section 7 and the example in section 10.3); OpenSSL and `cryptography` write exactly this. Reading it by
+# its header keeps the node from loading cryptography's 7.5 MB library just to read one key. Any other
+# encoding (a v2 key carrying its public half, say) is handed to `cryptography`'s full parser.
+_PKCS8_ED25519_HEADER = bytes.fromhex("302e020100300506032b657004220420")
+_PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+_PEM_END = b"-----END PRIVATE KEY-----"
+
+
+def signing_key_pem(key: SigningKey) -> bytes:
+    """The key as PEM PKCS#8, readable by ``openssl pkey`` and any PKCS#8 library."""
+    body = base64.encodebytes(_PKCS8_ED25519_HEADER + key.encode()).replace(b"\n", b"")
+    return _PEM_BEGIN + b"\n" + body + b"\n" + _PEM_END + b"\n"
+
+
+def _parse_signing_key(data: bytes, path: Path) -> SigningKey:
+    text = data.strip()
+    if text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END):
+        try:
+            der = base64.b64decode(b"".join(text[len(_PEM_BEGIN) : -len(_PEM_END)].split()), validate=True)
+        except binascii.Error as exc:
+            raise KeyFileError(f"{path} is not a PEM private key (bad base64)") from exc
+        if len(der) == len(_PKCS8_ED25519_HEADER) + 32 and der.startswith(_PKCS8_ED25519_HEADER):
+            return SigningKey(der[len(_PKCS8_ED25519_HEADER) :])
+    return _parse_with_cryptography(data, path)
+
+
+def _parse_with_cryptography(data: bytes, path: Path) -> SigningKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        load_pem_private_key,
+    )
+
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not a PEM private key (or it is encrypted)") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 key")
+    return SigningKey(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
 
 
 def ensure_data_dir(path: Path) -> Path:
@@ -77,8 +117,7 @@ def init_keys(data_dir: Path, pseudonym_key_file: Path | None) -> InitResult:
     signing = data_dir / SIGNING_KEY_FILE
     created_signing = False
     if not signing.exists():
-        pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        write_secret(signing, pem)
+        write_secret(signing, signing_key_pem(SigningKey.generate()))
         created_signing = True
     created_pseudonym = False
     if pseudonym_key_file is not None:
@@ -92,22 +131,15 @@ def init_keys(data_dir: Path, pseudonym_key_file: Path | None) -> InitResult:
     return InitResult(created_signing, created_pseudonym, source)
 
 
-def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The node's Ed25519 private key."""
+def load_signing_key(data_dir: Path) -> SigningKey:
+    """The node's Ed25519 private key (PEM PKCS#8)."""
     path = data_dir / SIGNING_KEY_FILE
-    data = read_secret(path)
-    try:
-        key = load_pem_private_key(data, password=None)
-    except ValueError as exc:
-        raise KeyFileError(f"{path} is not a PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path} is not an Ed25519 key")
-    return key
+    return _parse_signing_key(read_secret(path), path)
 
 
 def public_key_text(data_dir: Path) -> str:
     """The one-line public key to register centrally (``kiosk-central nodes add``)."""
-    return encode_public_key(load_signing_key(data_dir).public_key())
+    return encode_public_key(load_signing_key(data_dir).verify_key)
 
 
 def load_pseudonym_key(path: Path) -> bytes:

@@ -6,7 +6,7 @@ import json
 import uuid
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from cloud_sync.envelope import (
     MAX_PAYLOAD_BYTES,
@@ -24,27 +24,27 @@ BODY = {"source": "nfc", "token": "ab" * 32, "device": "sim-reader"}
 
 
 @pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
+def key() -> SigningKey:
+    return SigningKey.generate()
 
 
-def test_seal_and_verify_round_trip(key: Ed25519PrivateKey) -> None:
+def test_seal_and_verify_round_trip(key: SigningKey) -> None:
     message = Signer(key, "store-1", "node-1").seal("identity", 42, BODY)
-    doc = verify(message.payload, key.public_key())
+    doc = verify(message.payload, key.verify_key)
     assert doc["schema"] == "retail.v1.identity" and doc["seq"] == 42 and doc["body"] == BODY
     assert (doc["store"], doc["node"]) == ("store-1", "node-1")
     assert uuid.UUID(doc["id"]).version == 7 and doc["id"] == message.id
     assert doc["ts"].endswith("Z")
 
 
-def test_ids_are_time_ordered_and_unique(key: Ed25519PrivateKey) -> None:
+def test_ids_are_time_ordered_and_unique(key: SigningKey) -> None:
     signer = Signer(key, "s", "n")
     ids = [signer.seal("identity", i, BODY).id for i in range(2000)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
 
 
-def test_payload_is_canonical_json_plus_signature(key: Ed25519PrivateKey) -> None:
+def test_payload_is_canonical_json_plus_signature(key: SigningKey) -> None:
     payload = Signer(key, "s", "n").seal("identity", 1, BODY).payload
     doc = json.loads(payload)
     doc.pop("sig")
@@ -60,17 +60,17 @@ def test_payload_is_canonical_json_plus_signature(key: Ed25519PrivateKey) -> Non
         lambda d: d.__setitem__("sig", d["sig"][:-2] + ("AA" if d["sig"][-2:] != "AA" else "BB")),
     ],
 )
-def test_any_tampering_breaks_the_signature(key: Ed25519PrivateKey, mutate) -> None:  # type: ignore[no-untyped-def]
+def test_any_tampering_breaks_the_signature(key: SigningKey, mutate) -> None:  # type: ignore[no-untyped-def]
     doc = json.loads(Signer(key, "s", "n").seal("identity", 7, BODY).payload)
     mutate(doc)
     with pytest.raises(SignatureError):
-        verify(json.dumps(doc).encode(), key.public_key())
+        verify(json.dumps(doc).encode(), key.verify_key)
 
 
-def test_wrong_key_is_rejected(key: Ed25519PrivateKey) -> None:
+def test_wrong_key_is_rejected(key: SigningKey) -> None:
     payload = Signer(key, "s", "n").seal("identity", 1, BODY).payload
     with pytest.raises(SignatureError):
-        verify(payload, Ed25519PrivateKey.generate().public_key())
+        verify(payload, SigningKey.generate().verify_key)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_malformed_payloads(payload: bytes, reason: str) -> None:
         parse(payload)
 
 
-def test_structural_checks(key: Ed25519PrivateKey) -> None:
+def test_structural_checks(key: SigningKey) -> None:
     good = json.loads(Signer(key, "s", "n").seal("identity", 1, BODY).payload)
     for member, value in [
         ("id", "not-a-uuid"),
@@ -106,19 +106,19 @@ def test_structural_checks(key: Ed25519PrivateKey) -> None:
         parse(json.dumps(dict(good, evil=1)).encode())
 
 
-def test_floats_are_refused_so_signing_stays_canonical(key: Ed25519PrivateKey) -> None:
+def test_floats_are_refused_so_signing_stays_canonical(key: SigningKey) -> None:
     with pytest.raises(EnvelopeError, match="floating-point"):
         Signer(key, "s", "n").seal("identity", 1, {**BODY, "amount": 1.5})
 
 
-def test_hostile_store_or_node_ids_cannot_reach_topics(key: Ed25519PrivateKey) -> None:
+def test_hostile_store_or_node_ids_cannot_reach_topics(key: SigningKey) -> None:
     for bad in ("a/b", "+", "#", "x" * 65, "", "a b", "../x", "é"):
         with pytest.raises(EnvelopeError):
             Signer(key, bad, "n")
 
 
-def test_public_key_text_round_trip(key: Ed25519PrivateKey) -> None:
-    text = encode_public_key(key.public_key())
+def test_public_key_text_round_trip(key: SigningKey) -> None:
+    text = encode_public_key(key.verify_key)
     assert text.startswith("ed25519:") and "\n" not in text
     payload = Signer(key, "s", "n").seal("identity", 1, BODY).payload
     verify(payload, decode_public_key(text))

@@ -94,3 +94,80 @@ def test_unsafe_or_bad_key_files_are_refused(tmp_path: Path) -> None:
     (junk / SIGNING_KEY_FILE).chmod(0o600)
     with pytest.raises(KeyFileError, match="not a PEM private key"):
         load_signing_key(junk)
+
+
+def test_signing_key_file_is_standard_pkcs8_both_ways(tmp_path: Path) -> None:
+    """Our PEM is what OpenSSL and `cryptography` read and write, so keys move between tools."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    data = tmp_path / "data"
+    init_keys(data, None)
+    ours = load_pem_private_key((data / SIGNING_KEY_FILE).read_bytes(), password=None)
+    assert isinstance(ours, Ed25519PrivateKey)
+    raw_pub = ours.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert bytes(load_signing_key(data).verify_key) == raw_pub
+
+    theirs = Ed25519PrivateKey.generate()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / SIGNING_KEY_FILE).write_bytes(
+        theirs.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    (other / SIGNING_KEY_FILE).chmod(0o600)
+    expected = theirs.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert bytes(load_signing_key(other).verify_key) == expected
+
+
+def test_node_reads_its_key_without_loading_cryptography(tmp_path: Path) -> None:
+    """The Rust library behind `cryptography` costs the node ~7.5 MB of RSS; the node must not map it."""
+    import subprocess
+    import sys
+
+    init_keys(tmp_path / "data", None)
+    code = (
+        "import sys; from pathlib import Path; from edge.keys import public_key_text; import edge.node; "
+        f"print(public_key_text(Path({str(tmp_path / 'data')!r}))); "
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    pub, loaded = out.splitlines()
+    assert pub.startswith("ed25519:") and loaded == "[]"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        # right header, seed one byte short: not our fast path, and cryptography refuses it too
+        (
+            b"-----BEGIN PRIVATE KEY-----\nMC0CAQAwBQYDK2VwBCEEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4=\n"
+            b"-----END PRIVATE KEY-----\n",
+            "not a PEM private key",
+        ),
+        (b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n", "not a PEM private key"),
+        (b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
+        (b"\x00" * 5000, "not a PEM private key"),
+    ],
+)
+def test_malformed_or_foreign_signing_keys_are_refused(tmp_path: Path, content: bytes, reason: str) -> None:
+    (tmp_path / SIGNING_KEY_FILE).write_bytes(content)
+    (tmp_path / SIGNING_KEY_FILE).chmod(0o600)
+    with pytest.raises(KeyFileError, match=reason):
+        load_signing_key(tmp_path)
+
+
+def test_a_non_ed25519_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    pem = generate_private_key(SECP256R1()).private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    (tmp_path / SIGNING_KEY_FILE).write_bytes(pem)
+    (tmp_path / SIGNING_KEY_FILE).chmod(0o600)
+    with pytest.raises(KeyFileError, match="not an Ed25519 key"):
+        load_signing_key(tmp_path)

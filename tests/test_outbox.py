@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from cloud_sync.envelope import Signer, verify
 from cloud_sync.errors import EnvelopeError, OutboxClosed, OutboxFull
@@ -17,7 +17,7 @@ from cloud_sync.messages import EventClass, event_class
 from cloud_sync.outbox import Limits, Outbox, disk_usage, read_stats
 from cloud_sync.store import HEAD_REVISION, MIGRATIONS, connect, schema_revision
 
-KEY = Ed25519PrivateKey.generate()
+KEY = SigningKey.generate()
 TAP = {"source": "nfc", "token": "ab" * 32, "device": "sim-reader"}
 STATUS = {
     "state": "online",
@@ -45,7 +45,7 @@ def test_accept_is_durable_before_it_returns(tmp_path: Path) -> None:
         stored = rows(tmp_path)
         assert [(s, t) for s, t, _ in stored] == [(1, "identity")]
         assert stored[0][2] == message.payload
-        doc = verify(stored[0][2], KEY.public_key())
+        doc = verify(stored[0][2], KEY.verify_key)
         assert doc["seq"] == 1 and doc["id"] == message.id
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from cloud_sync.envelope import SignedMessage, Signer, verify
 from cloud_sync.outbox import Outbox
@@ -119,7 +119,7 @@ def test_sigterm_with_a_backlog_in_flight_exits_0_within_5_s_and_loses_nothing(t
 
 def test_paho_message_ids_wrap_past_65535_without_loss(tmp_path: Path) -> None:
     """paho 2.2 loses messages when more than 65,535 are outstanding; our bounded window never lets it."""
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate()
     total = 70_000
     with Mosquitto(tmp_path / "broker") as broker, Collector(broker.url, "retail/v1/#") as collector:
         outbox = Outbox(tmp_path / "outbox.sqlite3", Signer(key, "store-7", "till-1"), "retail/v1")
@@ -156,4 +156,4 @@ def test_paho_message_ids_wrap_past_65535_without_loss(tmp_path: Path) -> None:
             outbox.close()
         got = {json.loads(p)["id"] for p in collector.payloads("retail/v1/store-7/till-1/event/#")}
         assert got == ids
-        verify(collector.payloads("retail/v1/store-7/till-1/event/#")[0], key.public_key())
+        verify(collector.payloads("retail/v1/store-7/till-1/event/#")[0], key.verify_key)
