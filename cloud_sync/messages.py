@@ -137,6 +137,61 @@ class WarrantyBody(_Body):
             raise ValueError("a warranty registration needs a member or a sealed contact")
 
 
+Receipt = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{4,48}\Z")]
+PosId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")]
+Minor = Annotated[int, msgspec.Meta(ge=-(10**12), le=10**12)]
+
+
+class SaleLine(_Body):
+    """One line of a sale; a returned item has a negative quantity."""
+
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=120, pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z")
+    ]
+    quantity: Annotated[int, msgspec.Meta(ge=-9999, le=9999)]
+    unit_price: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
+    category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
+    gtin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{14}\Z")] | None = None
+    sku: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.gtin is None) == (self.sku is None):
+            raise ValueError("a sale line has exactly one of gtin or sku")
+        if self.quantity == 0:
+            raise ValueError("a sale line's quantity is not 0")
+
+
+class SaleCustomer(_Body):
+    """Who was present at the till: a pseudonymous token (tap, scan or a typed member code)."""
+
+    source: Literal["nfc", "barcode", "typed"]
+    token: Token
+    #: the token of the member code printed on the tapped card, when it carried one
+    code_token: Token | None = None
+
+
+class SaleBody(_Body):
+    """A sale (or return) from the paired POS, with the customer who was present, if any.
+
+    ``receipt`` is the POS's Idempotency-Key; ``points`` the provisional points the till showed
+    (``cloud_sync.loyalty``), which the central ledger recomputes with the same rules.
+    """
+
+    receipt: Receipt
+    pos: PosId
+    lines: Annotated[list[SaleLine], msgspec.Meta(min_length=1, max_length=500)]
+    total: Minor
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
+    payment: Literal["cash", "card", "mobile", "voucher", "mixed", "other"]
+    discount: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] = 0
+    sold_at: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,12}Z\Z")] | None = (
+        None
+    )
+    customer: SaleCustomer | None = None
+    points: Minor = 0
+    survey: bool = False
+
+
 class OutboxSummary(_Body):
     """The backlog as the node saw it when it sent a status message."""
 
@@ -173,6 +228,7 @@ BODY_MODELS: dict[str, type[_Body]] = {
     "reservation": ReservationBody,
     "survey": SurveyBody,
     "warranty": WarrantyBody,
+    "sale": SaleBody,
     "status": StatusBody,
     "presence": PresenceBody,
 }

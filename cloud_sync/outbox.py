@@ -83,11 +83,38 @@ class QueuedEvent:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ReceiptSpec:
+    """An idempotency receipt to commit with the event: ``respond`` builds the stored answer from it."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    respond: Callable[[SignedMessage], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    """What a retried request gets back."""
+
+    fingerprint: str
+    event_id: str
+    created_at: float
+    response: bytes
+
+
 @dataclass(slots=True)
 class _Append:
     event_type: str
     message: SignedMessage
+    receipt: tuple[str, str, str, str, float, bytes] | None = None
     future: Future[SignedMessage] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _Prune:
+    before: float
+    future: Future[int] = field(default_factory=Future)
 
 
 @dataclass(slots=True)
@@ -105,6 +132,8 @@ _SAVE_SEQ = (
 _OLDEST_EVICTABLE = "SELECT seq FROM outbox WHERE evictable = 1 ORDER BY seq LIMIT ?"
 _FETCH = "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?"
 _OLDEST_CREATED = "SELECT created_at FROM outbox ORDER BY seq LIMIT 1"
+_INSERT_RECEIPT = "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?)"
+_FIND_RECEIPT = "SELECT fingerprint, event_id, created_at, response FROM receipts WHERE scope = ? AND key = ?"
 _COUNT_BY_TYPE = (
     "SELECT event_type, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY event_type"
 )
@@ -162,8 +191,14 @@ class Outbox:
         except TimeoutError:
             raise OutboxUnavailable(f"the outbox did not commit within {ACCEPT_TIMEOUT:g} s") from None
 
-    def submit(self, event_type: str, body: dict[str, Any]) -> Future[SignedMessage]:
-        """Like ``accept`` but returns a future; the event counts as accepted only once it resolves."""
+    def submit(
+        self, event_type: str, body: dict[str, Any], *, receipt: ReceiptSpec | None = None
+    ) -> Future[SignedMessage]:
+        """Like ``accept`` but returns a future; the event counts as accepted only once it resolves.
+
+        With ``receipt``, the answer it builds is committed in the same transaction as the event, so an
+        idempotent caller (the POS) can never see one without the other, whatever crashes when.
+        """
         clean = validate_body(event_type, body)
         # Sealing (the Ed25519 signature is most of an event's CPU cost) happens here, in the producer's
         # thread, so it overlaps the writer's fsync instead of adding to it. The lock hands out seqs and
@@ -175,7 +210,12 @@ class Outbox:
                 raise OutboxClosed("the outbox is closing and accepts no new events")
             seq = self._next_seq
             self._next_seq += 1
-            request = _Append(event_type, self._signer.seal(event_type, seq, clean))
+            message = self._signer.seal(event_type, seq, clean)
+            stored = None
+            if receipt is not None:
+                response = receipt.respond(message)
+                stored = (receipt.scope, receipt.key, receipt.fingerprint, message.id, time.time(), response)
+            request = _Append(event_type, message, stored)
             self._queue.put(request)
         return request.future
 
@@ -194,6 +234,21 @@ class Outbox:
         self._queue.put(_Ack(items, future))
         if future is not None:
             future.result()
+
+    def find_receipt(self, scope: str, key: str) -> StoredReceipt | None:
+        """The receipt committed for ``(scope, key)``, if any."""
+        with self._stats_lock:
+            row = self._stats_conn.execute(_FIND_RECEIPT, (scope, key)).fetchone()
+            self._stats_conn.rollback()
+        if row is None:
+            return None
+        return StoredReceipt(str(row[0]), str(row[1]), float(row[2]), bytes(row[3]))
+
+    def prune_receipts(self, before: float) -> int:
+        """Forget receipts created before ``before`` (epoch seconds); returns how many."""
+        request = _Prune(before)
+        self._queue.put(request)
+        return request.future.result(timeout=ACCEPT_TIMEOUT)
 
     def reader(self) -> OutboxReader:
         """A read-only cursor over the backlog for one thread (the relay); close it when done."""
@@ -304,6 +359,7 @@ class Outbox:
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         appends = [item for item in batch if isinstance(item, _Append)]
         acks = [item for item in batch if isinstance(item, _Ack)]
+        prunes = [item for item in batch if isinstance(item, _Prune)]
         saved = (self._rows, self._bytes, self._by_type.copy(), self._last_seq, self._evicted.copy())
         accepted: list[tuple[_Append, SignedMessage]] = []
         refused: list[tuple[_Append, Exception]] = []
@@ -321,6 +377,13 @@ class Outbox:
                     accepted.append((request, message))
             if pending:
                 _insert_rows(conn, pending)
+            receipts = [request.receipt for request, _m in accepted if request.receipt is not None]
+            if receipts:
+                conn.executemany(_INSERT_RECEIPT, receipts)
+            pruned = [
+                conn.execute("DELETE FROM receipts WHERE created_at < ?", (p.before,)).rowcount
+                for p in prunes
+            ]
             deleted = bool(seqs) or self._evicted != saved[4]
             if deleted:
                 # max(seq) of the table is the last seq as long as nothing is deleted; a transaction that
@@ -338,6 +401,8 @@ class Outbox:
             for ack in acks:
                 if ack.future is not None:
                     ack.future.set_exception(failure)
+            for prune in prunes:
+                prune.future.set_exception(failure)
             return
         # Alarm and relay first: a caller that sees its future resolve also sees their effects, and the
         # relay starts publishing while the producers wake up.
@@ -355,6 +420,8 @@ class Outbox:
         for ack in acks:
             if ack.future is not None:
                 ack.future.set_result(None)
+        for prune, count in zip(prunes, pruned, strict=True):
+            prune.future.set_result(count)
 
     def _place(
         self, conn: sqlite3.Connection, request: _Append, pending: list[tuple[Any, ...]], now: float
@@ -528,4 +595,14 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-__all__ = ["Limits", "Outbox", "OutboxClosed", "OutboxFull", "OutboxReader", "OutboxStats", "QueuedEvent"]
+__all__ = [
+    "Limits",
+    "Outbox",
+    "OutboxClosed",
+    "OutboxFull",
+    "OutboxReader",
+    "OutboxStats",
+    "QueuedEvent",
+    "ReceiptSpec",
+    "StoredReceipt",
+]

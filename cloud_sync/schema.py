@@ -27,3 +27,18 @@ counters = Table(
     Column("name", String(32), primary_key=True),
     Column("value", Integer, nullable=False),
 )
+
+#: The answer to each idempotent POS request (scope = the POS, key = its Idempotency-Key), written in the
+#: same transaction as the event it created, so a retry after a crash gets the same answer and no second
+#: event. Pruned after a retention period; holds no readable personal data.
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("response", LargeBinary, nullable=False),
+)
+Index("ix_receipts_created_at", receipts.c.created_at)

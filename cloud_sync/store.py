@@ -13,7 +13,7 @@ from pathlib import Path
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest Alembic revision; a test checks it against the migration scripts.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 _PRAGMAS = (
     # WAL lets the relay and `kiosk-edge outbox` read while the writer commits; FULL makes each commit

@@ -41,7 +41,8 @@ class Simulator(Protocol):
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
     """An RFC 9457 problem+json response."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body.update(extra)  # may set a specific "type"
     response = jsonify(body)
     response.status_code = status
     response.mimetype = "application/problem+json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -144,6 +145,93 @@ def keys_show(config_path: Path | None) -> None:
         click.echo(public_key_text(settings.data.dir))
     except KeyFileError as exc:
         fail(str(exc), EXIT_USAGE)
+
+
+# -- POS pairing -------------------------------------------------------------------------------------
+
+
+def _pairing(settings: Settings) -> Any:
+    from edge.keys import ensure_data_dir
+    from edge.pos.pairing import Pairing
+
+    try:
+        data_dir = ensure_data_dir(settings.data.dir)
+        return Pairing(
+            data_dir / "local.sqlite3",
+            code_ttl=settings.pos.pair_code_ttl,
+            max_failures=settings.pos.pair_max_failures,
+            lockout=settings.pos.pair_lockout,
+        )
+    except (OSError, sqlite3.Error) as exc:
+        fail(f"cannot open the node's pairing state in {settings.data.dir}: {exc}")
+
+
+@cli.command()
+@config_option
+def pair(config_path: Path | None) -> None:
+    """Print a one-time 6-digit code for pairing a POS (valid for pos.pair_code_ttl seconds)."""
+    settings = settings_from(config_path)
+    pairing = _pairing(settings)
+    try:
+        code = pairing.new_code()
+    finally:
+        pairing.close()
+    until = time.strftime("%H:%M:%S", time.localtime(code.expires_at))
+    click.echo(f"pairing code: {code.code[:3]} {code.code[3:]}")
+    click.echo(
+        f"valid until {until} ({settings.pos.pair_code_ttl / 60:g} min), once; enter it on the POS, "
+        f"which sends it to POST /pos/v1/pair on port {settings.pos.port}"
+    )
+
+
+@cli.group()
+def pos() -> None:
+    """Paired tills: list them, revoke one."""
+
+
+@pos.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pos_list(config_path: Path | None, as_json: bool) -> None:
+    """Every till ever paired with this node (revoked ones too)."""
+    pairing = _pairing(settings_from(config_path))
+    try:
+        clients = pairing.clients()
+    finally:
+        pairing.close()
+    if as_json:
+        click.echo(json.dumps([_asdict(c) for c in clients], indent=2))
+        return
+    if not clients:
+        click.echo("no POS paired yet (run 'kiosk-edge pair')")
+        return
+
+    def when(stamp: float | None) -> str:
+        return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+    click.echo(f"{'POS':<20} {'name':<24} {'paired':<16} {'last seen':<16} state")
+    for c in clients:
+        state = "revoked " + when(c.revoked_at) if c.revoked_at is not None else "active"
+        click.echo(f"{c.pos_id:<20} {c.name:<24} {when(c.paired_at):<16} {when(c.last_seen):<16} {state}")
+
+
+@pos.command("revoke")
+@config_option
+@click.argument("pos_id")
+def pos_revoke(config_path: Path | None, pos_id: str) -> None:
+    """Void POS_ID's token at once (the till must pair again)."""
+    pairing = _pairing(settings_from(config_path))
+    try:
+        done = pairing.revoke(pos_id)
+    finally:
+        pairing.close()
+    if not done:
+        fail(f"no active POS {pos_id!r} (see 'kiosk-edge pos list')")
+    click.echo(f"POS {pos_id} revoked: its token no longer works")
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
 
 
 # -- admin endpoint clients ----------------------------------------------------------------------------

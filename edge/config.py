@@ -188,12 +188,20 @@ class KioskSection(_Section):
 
 
 class PosSection(_Section):
-    """The POS API on the shop LAN (served from the POS issue on)."""
+    """The POS API on the shop LAN: pairing, the till session, sales."""
 
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9:.\-\[\]]+\Z")] = (
         "0.0.0.0"  # noqa: S104 - the POS API is meant for the shop LAN
     )
     port: Port = 8081
+    #: how long a tapped or scanned customer stays attached to this till (or until a sale consumes them)
+    session_window: Annotated[float, msgspec.Meta(ge=10, le=3600)] = 120.0
+    #: how long a pairing code from ``kiosk-edge pair`` is valid
+    pair_code_ttl: Annotated[float, msgspec.Meta(ge=30, le=3600)] = 300.0
+    #: wrong pairing codes in a row before pairing locks (and every outstanding code is void)
+    pair_max_failures: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    #: how long pairing stays locked after that
+    pair_lockout: Annotated[float, msgspec.Meta(ge=10, le=86400)] = 300.0
 
 
 class AdminSection(_Section):
