@@ -83,11 +83,16 @@ def test_an_old_schema_is_upgraded_on_open(tmp_path: Path) -> None:
     from cloud_sync.store import upgrade
 
     path = tmp_path / "outbox.sqlite3"
-    upgrade(path)
+    upgrade(path, "0001")  # a node from before the POS receipts, with an event still queued
+    with make(tmp_path) as ob:
+        kept = ob.accept("identity", TAP)
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE receipts")
         conn.execute("UPDATE alembic_version SET version_num = '0001'")
     with make(tmp_path) as ob:
+        assert ob.stats().depth == 1 and ob.last_seq == kept.seq
         ob.accept("identity", TAP)
+        assert ob.find_receipt("till-1", "R-1") is None  # the receipts table is there again
     assert schema_revision(path) == HEAD_REVISION
 
 
