@@ -36,6 +36,7 @@ from tests.support.asyncapi import (
 ROOT = Path(__file__).resolve().parents[1]
 ASYNCAPI_CLI = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "asyncapi"
 TOKEN = "5667b1b2f50c865490aeecaa848ee121e4fb63646ae7828f8d9586b6b69f9a31"
+CODE_TOKEN = "70ecec7933093034451539e2a4ec32aeb117d0ef33ab544c1f559ba8135fa392"
 
 BODIES: dict[str, dict[str, Any]] = {
     "identity": {"source": "nfc", "token": TOKEN, "device": "nfc0"},
@@ -76,6 +77,34 @@ BODIES: dict[str, dict[str, Any]] = {
         "language": "en",
         "sealed": "B" * 60,
         "vault_key": "0123456789abcdef",
+    },
+    "sale": {
+        "receipt": "RC-2025-0001",
+        "pos": "pos-01",
+        "lines": [
+            {
+                "gtin": "04000417021236",
+                "name": "Espressobohnen 1 kg",
+                "quantity": 2,
+                "unit_price": 1899,
+                "category": "coffee",
+            },
+            {
+                "sku": "TB-350",
+                "name": "Thermobecher",
+                "quantity": -1,
+                "unit_price": 1250,
+                "category": "homeware",
+            },
+        ],
+        "total": 2348,
+        "currency": "EUR",
+        "payment": "card",
+        "discount": 200,
+        "sold_at": "2025-11-21T09:31:17.950Z",
+        "customer": {"source": "nfc", "token": TOKEN, "code_token": CODE_TOKEN},
+        "points": 23,
+        "survey": True,
     },
 }
 
@@ -188,7 +217,7 @@ def test_topic_maps_to_its_message(kind: str) -> None:
 @pytest.mark.parametrize(
     "topic",
     [
-        "retail/v1/s1/n1/event/sale",  # not (yet) in the document
+        "retail/v1/s1/n1/event/telemetry",  # an outbox class, but not (yet) in the document
         "retail/v1/+/n1/event/identity",
         "retail/v1/s1/#",
         "retail/v1/s1/n1/x/event/identity",
@@ -262,7 +291,7 @@ def test_non_ascii_text_validates(signing_key: SigningKey) -> None:
 def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningKey) -> None:
     """What the outbox stores (topic and payload bytes) is what the document describes."""
     with Outbox(tmp_path / "outbox.sqlite3", Signer(signing_key, "s1", "n1"), "retail/v1") as outbox:
-        for kind in ("identity", "assist", "status"):
+        for kind in ("identity", "assist", "status", "sale"):
             outbox.accept(kind, BODIES[kind])
         presence = outbox.seal_presence(validate_body("presence", BODIES["presence"]))
         reader = outbox.reader()
@@ -270,7 +299,7 @@ def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningK
             rows = reader.fetch_after(0, 10)
         finally:
             reader.close()
-    assert [route_for_topic(row.topic).kind for row in rows] == ["identity", "assist", "status"]
+    assert [route_for_topic(row.topic).kind for row in rows] == ["identity", "assist", "status", "sale"]
     for row in rows:
         validate_payload(row.topic, row.payload)
     doc = validate_payload("retail/v1/s1/n1/status", presence.payload)
@@ -280,6 +309,88 @@ def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningK
 # -- the body schemas mirror the message models ----------------------------------------------------
 
 _CTRL = "nfc0\n"
+_SALE = BODIES["sale"]
+_GTIN_LINE = _SALE["lines"][0]
+_SKU_LINE = _SALE["lines"][1]
+
+
+def _sale_line(**changes: Any) -> dict[str, Any]:
+    """The sale with its first line changed (a value of None removes that member)."""
+    line = {k: v for k, v in {**_GTIN_LINE, **changes}.items() if v is not None}
+    return {**_SALE, "lines": [line, *_SALE["lines"][1:]]}
+
+
+#: Sale bodies both the model and the schema refuse (``test_refused_sale_bodies`` checks the model side).
+SALE_REFUSED: list[dict[str, Any]] = [
+    _sale_line(sku="ART-1"),  # both gtin and sku
+    _sale_line(gtin=None),  # neither
+    _sale_line(quantity=0),
+    _sale_line(quantity=10000),
+    _sale_line(quantity=-10000),
+    _sale_line(quantity=True),
+    _sale_line(unit_price=18.99),  # a float price
+    _sale_line(unit_price=1899.0),
+    _sale_line(unit_price=-1),
+    _sale_line(unit_price=100_000_001),
+    _sale_line(unit_price="1899"),
+    _sale_line(gtin="4000417021236"),  # 13 digits: the node pads to 14
+    _sale_line(gtin="0400041702123\n"),
+    _sale_line(gtin=None, sku="<script>"),
+    _sale_line(gtin=None, sku="-ART"),
+    _sale_line(category="Coffee"),
+    _sale_line(category=""),
+    _sale_line(name=""),
+    _sale_line(name="n" * 121),
+    _sale_line(name="Espresso\x07"),  # control characters: C0, DEL, C1, line/paragraph separators
+    _sale_line(name="Espresso\n"),
+    _sale_line(name="Espresso\t1 kg"),
+    _sale_line(name="Espresso\x7f"),
+    _sale_line(name="Espresso\x85"),
+    _sale_line(name="Espresso\x9b31m"),
+    _sale_line(name="Espresso\u2028"),
+    _sale_line(name="Espresso\u2029"),
+    _sale_line(name=5),
+    _sale_line(price=1899),  # unknown member in a line
+    {**_SALE, "lines": []},
+    {**_SALE, "lines": [_SKU_LINE] * 501},
+    {**_SALE, "lines": _SKU_LINE},
+    {k: v for k, v in _SALE.items() if k != "lines"},
+    {k: v for k, v in _SALE.items() if k != "receipt"},
+    {k: v for k, v in _SALE.items() if k != "total"},
+    {**_SALE, "receipt": "RC 0001"},
+    {**_SALE, "receipt": "RC-0001\n"},
+    {**_SALE, "receipt": "RC1"},
+    {**_SALE, "receipt": "R" * 49},
+    {**_SALE, "pos": "pos 1"},
+    {**_SALE, "pos": "-pos"},
+    {**_SALE, "pos": ""},
+    {**_SALE, "currency": "eur"},
+    {**_SALE, "currency": "EURO"},
+    {**_SALE, "currency": "EU"},
+    {**_SALE, "payment": "crypto"},
+    {**_SALE, "total": 2348.0},
+    {**_SALE, "total": "2348"},
+    {**_SALE, "total": 10**12 + 1},
+    {**_SALE, "total": -(10**12) - 1},
+    {**_SALE, "discount": -1},
+    {**_SALE, "discount": 1_000_000_001},
+    {**_SALE, "points": 21.0},
+    {**_SALE, "points": 10**12 + 1},
+    {**_SALE, "survey": "yes"},
+    {**_SALE, "survey": 1},
+    {**_SALE, "sold_at": "2025-11-21T09:31:17.950+00:00"},
+    {**_SALE, "sold_at": "2025-11-21 09:31:17.950Z"},
+    {**_SALE, "sold_at": "2025-11-21T09:31:17.950Z\n"},
+    {**_SALE, "sold_at": 1763717477},
+    {**_SALE, "customer": {"source": "manual", "token": TOKEN}},
+    {**_SALE, "customer": {"source": "typed", "token": TOKEN.upper()}},
+    {**_SALE, "customer": {"source": "typed"}},
+    {**_SALE, "customer": {"source": "nfc", "token": TOKEN, "uid": "04a224e2b55c80"}},  # raw UID: refused
+    {**_SALE, "customer": {"source": "barcode", "token": TOKEN, "code_token": TOKEN[:-1]}},
+    {**_SALE, "member_name": "Ayşe"},  # unknown member; and personal data has no place here
+    {**_SALE, "note": "x"},
+]
+
 BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("identity", {"source": "barcode", "token": TOKEN, "device": "scanner0"}),
     ("identity", {"source": "NFC", "token": TOKEN, "device": "nfc0"}),
@@ -358,6 +469,21 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("presence", {**BODIES["presence"], "version": ""}),
     ("presence", {k: v for k, v in BODIES["presence"].items() if k != "alarms"}),
     ("presence", {**BODIES["presence"], "seq": 1}),
+    ("sale", _SALE),
+    (
+        "sale",
+        {k: v for k, v in _SALE.items() if k not in ("customer", "points", "discount", "sold_at", "survey")},
+    ),
+    ("sale", {**_SALE, "customer": {"source": "typed", "token": TOKEN}, "points": -3}),
+    ("sale", {**_SALE, "lines": [_SKU_LINE] * 500, "total": -624800}),
+    ("sale", _sale_line(name="<script>alert(1)</script>")),  # the till's text, kept verbatim
+    ("sale", _sale_line(name="'; DROP TABLE sales; --")),
+    ("sale", _sale_line(name="Kaffee Süd ☕ 🙂" + "n" * 106)),  # 120 characters
+    ("sale", _sale_line(quantity=-9999, unit_price=0)),
+    ("sale", _sale_line(gtin=None, sku="ART.1_b-2")),
+    ("sale", {**_SALE, "total": -(10**12), "discount": 1_000_000_000, "points": 10**12}),
+    ("sale", {**_SALE, "customer": None}),  # the model drops it: never on the wire
+    *[("sale", body) for body in SALE_REFUSED],
 ]
 
 
@@ -376,6 +502,13 @@ def test_body_schema_agrees_with_the_model(kind: str, body: dict[str, Any]) -> N
     except ValidationError:
         schema_ok = False
     assert schema_ok == model_ok, f"schema says {schema_ok}, the model says {model_ok}"
+
+
+@pytest.mark.parametrize("body", SALE_REFUSED)
+def test_refused_sale_bodies(body: dict[str, Any]) -> None:
+    """msgspec refuses each; ``test_body_schema_agrees_with_the_model`` then makes the schema refuse it."""
+    with pytest.raises(EnvelopeError):
+        validate_body("sale", body)
 
 
 # -- (d) hostile and malformed payloads are refused ------------------------------------------------
@@ -452,6 +585,16 @@ HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("status", ("body", "outbox", "depth"), -5),
     ("presence", ("body", "state"), "degraded"),
     ("presence", ("body", "reason"), "crash"),
+    ("sale", ("body", "receipt"), "RC 0001"),
+    ("sale", ("body", "currency"), "eur"),
+    ("sale", ("body", "lines"), []),
+    ("sale", ("body", "lines"), [_SKU_LINE] * 501),
+    ("sale", ("body", "lines"), [{**_GTIN_LINE, "quantity": 0}]),
+    ("sale", ("body", "lines"), [{**_GTIN_LINE, "sku": "ART-1"}]),
+    ("sale", ("body", "lines"), [{**_GTIN_LINE, "name": "Espresso\x1b[2J"}]),
+    ("sale", ("body", "customer", "token"), TOKEN + "\n"),
+    ("sale", ("body", "customer", "name"), "Ayşe"),
+    ("sale", ("body", "points"), "21"),
 ]
 
 
