@@ -395,6 +395,8 @@ class NodeProcess:
             KIOSK_EDGE_MQTT__URL=broker_url,
             KIOSK_EDGE_ADMIN__PORT=str(self.admin_port),
             KIOSK_EDGE_KIOSK__PORT=str(free_port()),
+            KIOSK_EDGE_POS__HOST="127.0.0.1",
+            KIOSK_EDGE_POS__PORT=str(free_port()),
             KIOSK_EDGE_NODE__STORE=STORE,
             KIOSK_EDGE_NODE__ID=node,
         )

@@ -150,13 +150,14 @@ class Outbox:
         limits: Limits | None = None,
         *,
         on_alarm: Callable[[bool], None] | None = None,
+        isolated_migration: bool = False,
     ) -> None:
         self.path = path
         self._signer = signer
         self._topic_prefix = f"{topic_root}/{signer.store}/{signer.node}/event/"
         self.limits = limits or Limits()
         self._on_alarm = on_alarm
-        if ensure_schema(path):
+        if ensure_schema(path, isolated=isolated_migration):
             log.info("outbox %s: schema migrated to the newest revision", path)
         self._stats_conn = connect(path)
         self._stats_lock = threading.Lock()

@@ -2,14 +2,19 @@
 
 The schema is defined with SQLAlchemy (``cloud_sync.schema``) and migrated by Alembic, but the running node
 talks to SQLite through the DB-API: SQLAlchemy Core costs ~80 us per statement on the hot path (more than the
-rows themselves) and SQLAlchemy plus Alembic add ~24 MB to the node's memory. So both are imported only when
-the database is not at the newest revision, i.e. on first start and after an upgrade.
+rows themselves) and SQLAlchemy plus Alembic add ~24 MB to the node's memory. So the node runs a migration,
+when the database is not at the newest revision (first start, after an upgrade), in a short-lived child
+process (``python -m cloud_sync.store PATH``): it never imports either, and never carries their memory.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+
+from cloud_sync.errors import CloudSyncError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest Alembic revision; a test checks it against the migration scripts.
@@ -52,13 +57,42 @@ def schema_revision(path: Path) -> str | None:
         conn.close()
 
 
-def ensure_schema(path: Path) -> bool:
-    """Create or upgrade the schema if needed; returns True when a migration ran."""
+def ensure_schema(path: Path, *, isolated: bool = False) -> bool:
+    """Create or upgrade the schema if needed; returns True when a migration ran.
+
+    ``isolated`` runs the migration in a child process (the long-running node: it must not keep
+    SQLAlchemy's and Alembic's memory for the rest of its life); otherwise in this process, which is
+    about a second faster (tests, tools, the central receiver).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if schema_revision(path) == HEAD_REVISION:
         return False
-    upgrade(path)
+    if isolated:
+        migrate_in_child(path)
+    else:
+        upgrade(path)
     return True
+
+
+class MigrationFailed(CloudSyncError):  # noqa: N818 - reads as the outcome
+    """The schema could not be brought to the newest revision; the message has the child's reason."""
+
+
+def migrate_in_child(path: Path, timeout: float = 120.0) -> None:
+    """``upgrade(path)`` in a child process, so the caller never loads SQLAlchemy and Alembic."""
+    try:
+        proc = subprocess.run(  # noqa: S603 - our own interpreter and module, a path argument
+            [sys.executable, "-m", "cloud_sync.store", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MigrationFailed(f"migrating {path} failed: {exc}") from exc
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise MigrationFailed(f"migrating {path} failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
 
 
 def sqlite_url(path: Path) -> str:
@@ -82,3 +116,7 @@ def upgrade(path: Path, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
+
+
+if __name__ == "__main__":
+    upgrade(Path(sys.argv[1]))

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from cloud_sync.errors import CloudSyncError
 from edge import __version__
 from edge.config import Settings, load_settings
 from edge.errors import ConfigError, EdgeError, KeyFileError, NotRunning
@@ -94,7 +95,7 @@ def run(config_path: Path | None, simulate: bool) -> None:
         node.start()
     except (PortUnavailable, KeyFileError) as exc:
         fail(str(exc), EXIT_USAGE)
-    except OSError as exc:
+    except (OSError, CloudSyncError) as exc:
         fail(f"cannot start: {exc}", EXIT_FAILURE)
     try:
         while not stop.wait(3600):
@@ -228,6 +229,72 @@ def pos_revoke(config_path: Path | None, pos_id: str) -> None:
     if not done:
         fail(f"no active POS {pos_id!r} (see 'kiosk-edge pos list')")
     click.echo(f"POS {pos_id} revoked: its token no longer works")
+
+
+@cli.command("pos-sim")
+@config_option
+@click.option(
+    "--node", "node_url", help="The node's POS API, e.g. http://10.0.0.7:8081 (default: this machine)."
+)
+@click.option("--code", help="A pairing code from 'kiosk-edge pair' (default: ask the node on this machine).")
+@click.option(
+    "--count", default=100, show_default=True, type=click.IntRange(1, 10_000_000), help="Sales to send."
+)
+@click.option(
+    "--rate",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Sales per second (0 = flat out).",
+)
+@click.option("--seed", type=int, help="Make the baskets reproducible.")
+def pos_sim(  # noqa: PLR0917 - one parameter per click option
+    config_path: Path | None,
+    node_url: str | None,
+    code: str | None,
+    count: int,
+    rate: float,
+    seed: int | None,
+) -> None:
+    """A reference POS: pair with a node and play realistic sales (baskets, returns, members)."""
+    from edge.pos.possim import Figures, PosClient, PosSimError, play
+
+    settings = settings_from(config_path)
+    url = node_url or f"http://127.0.0.1:{settings.pos.port}"
+    if code is None:
+        pairing = _pairing(settings)
+        try:
+            code = pairing.new_code().code
+        finally:
+            pairing.close()
+    client = PosClient(url)
+
+    def progress(figures: Figures) -> None:
+        click.echo(
+            f"  {figures.sent} sent, {figures.created} recorded, {figures.members} with a member, "
+            f"p99 {figures.percentile(99):.1f} ms",
+            err=True,
+        )
+
+    try:
+        client.pair(code, "pos-sim", "pos-sim (reference POS)")
+        click.echo(f"paired with {url} as pos-sim; sending {count} sale(s) at {rate or 'max'}/s", err=True)
+        figures = play(client, count, rate, seed=seed, progress=progress)
+    except PosSimError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+    finally:
+        client.close()
+    refused = ", ".join(f"{n}x {status}" for status, n in sorted(figures.refused.items())) or "none"
+    click.echo(
+        f"sent {figures.sent}, recorded {figures.created}, "
+        f"retries answered from the receipt {figures.replayed}, "
+        f"refused {refused}; members {figures.members} earning {figures.points} points; "
+        f"latency p50 {figures.percentile(50):.1f} ms, p99 {figures.percentile(99):.1f} ms"
+    )
+    if figures.refused:
+        sys.exit(EXIT_FAILURE)
 
 
 def _asdict(obj: Any) -> dict[str, Any]:

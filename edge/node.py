@@ -35,8 +35,13 @@ from edge.identity import Pseudonymizer
 from edge.intake import Intake, ScanOutcome
 from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
 from edge.membercodes import MemberCodeIssuer
+from edge.members import MemberDirectory
 from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
+from edge.pos.api import create_pos_app
+from edge.pos.pairing import Pairing
+from edge.pos.sales import SaleService
+from edge.pos.till import TillSession
 from edge.reservation import ReservationService
 from edge.signup import SignupService, load_vault
 from kiosk_ui import KioskConfig, KioskInfo, create_app
@@ -48,7 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
-LOCAL_DB_FILE = "local.sqlite3"  # node-local state that is not an event: the member code counter
+RECEIPT_PRUNE_INTERVAL = 3600.0
+LOCAL_DB_FILE = "local.sqlite3"  # node-local state that is not an event: code counters, POS pairing
 ALARM_WHEN_ABSENT = frozenset({"nfc-reader", "scanner"})
 STATUS_LIGHT_INTERVAL = 1.0
 CONTROL_TOKEN_FILE = "control.token"  # noqa: S105 - a file name, not a secret
@@ -191,6 +197,10 @@ class Node:
         self._heartbeat: threading.Thread | None = None
         self.admin_port = 0
         self.kiosk_port = 0
+        self.pos_port = 0
+        self.members = MemberDirectory()
+        self.till: TillSession
+        self._sales: SaleService
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -229,6 +239,7 @@ class Node:
             s.mqtt.topic_root,
             Limits(max_rows=s.outbox.max_rows, max_bytes=s.outbox.max_bytes),
             on_alarm=self._on_alarm,
+            isolated_migration=True,  # SQLAlchemy and Alembic only in a short-lived child process
         )
         self._stack.callback(self.outbox.close)
         stats = self.outbox.stats()
@@ -265,6 +276,7 @@ class Node:
         token = write_control_token(data_dir)
         collector = NodeCollector(self.outbox, self.relay, self.device_states)
         kiosk = self._make_kiosk(data_dir, pseudonymizer)
+        pos = self._make_pos(data_dir, pseudonymizer)
         admin = WsgiServer(
             create_admin_app(self.status, make_registry(collector), self if self.simulate else None, token),
             "127.0.0.1",
@@ -274,8 +286,9 @@ class Node:
         )
         self._stack.callback(admin.stop)
         kiosk.start()
+        pos.start()
         admin.start()
-        self.admin_port, self.kiosk_port = admin.port, kiosk.port
+        self.admin_port, self.kiosk_port, self.pos_port = admin.port, kiosk.port, pos.port
         for device in self._devices:
             device.start()
             self._stack.callback(device.close)
@@ -289,6 +302,27 @@ class Node:
             "simulated" if self.simulate else "real",
             self.relay.options.display_url,
         )
+
+    def _make_pos(self, data_dir: Path, pseudonymizer: Pseudonymizer) -> WsgiServer:
+        """The POS API on the shop LAN: pairing, the till session, sales."""
+        s = self.settings
+        pairing = Pairing(
+            data_dir / LOCAL_DB_FILE,
+            code_ttl=s.pos.pair_code_ttl,
+            max_failures=s.pos.pair_max_failures,
+            lockout=s.pos.pair_lockout,
+        )
+        self._stack.callback(pairing.close)
+        self.till = TillSession(pseudonymizer, s.pos.session_window)
+        self._stack.callback(self.notifier.subscribe(self.till.on_notice))
+        sales = SaleService(self.outbox, self.till, self.members)
+        self._sales = sales
+        app = create_pos_app(
+            pairing, self.till, sales, self.members, node={"store": s.node.store, "node": s.node.id}
+        )
+        server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)
+        self._stack.callback(server.stop)
+        return server
 
     def _make_kiosk(self, data_dir: Path, pseudonymizer: Pseudonymizer) -> WsgiServer:
         """The customer screen and what it needs: live feed, member codes, the PII vault's key."""
@@ -462,10 +496,20 @@ class Node:
                 self._feedback.show("online")
         return alarms
 
+    def _prune_receipts(self) -> None:
+        try:
+            pruned = self._sales.prune()
+        except (CloudSyncError, TimeoutError) as exc:
+            log.warning("POS receipts not pruned: %s", exc)
+            return
+        if pruned:
+            log.info("forgot %d POS receipt(s) past their retention", pruned)
+
     def _run_heartbeat(self) -> None:
         """Queue a status event every ``status.interval``; refresh the status LEDs every second."""
         interval = self.settings.status.interval
         next_beat = time.monotonic() + interval
+        next_prune = 0.0  # first pass: forget what expired while the node was off
         device_alarms: list[str] = []
         while True:
             device_alarms = self._watch_devices(device_alarms)
@@ -474,6 +518,9 @@ class Node:
             if time.monotonic() < next_beat:
                 continue
             next_beat += interval
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + RECEIPT_PRUNE_INTERVAL
+                self._prune_receipts()
             stats = self.outbox.stats()
             alarms = self._alarms(stats)
             try:

@@ -146,6 +146,7 @@ def test_run_refuses_a_port_in_use_with_one_line(tmp_path: Path, node: NodeProce
         KIOSK_EDGE_DATA__DIR=str(tmp_path / "data"),
         KIOSK_EDGE_ADMIN__PORT=str(free_port()),
         KIOSK_EDGE_KIOSK__PORT=str(node.kiosk_port),
+        KIOSK_EDGE_POS__PORT=str(free_port()),
     )
     proc = subprocess.run([KIOSK_EDGE, "run"], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2

@@ -395,19 +395,12 @@ def _routes(app: Flask) -> set[tuple[str, str]]:
 
 
 def test_documented_operations_are_exactly_the_routes(node: Node) -> None:
-    # Flask's built-in static-file route is the subject of the next test
-    routes = _routes(node.app) - {("/static/{path:filename}", "get")}
+    routes = _routes(node.app)
     documented = set(OPERATIONS)
     assert routes - documented == set(), "routes missing from the OpenAPI document"
     assert documented - routes == set(), "documented operations the app does not serve"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/pos/api.py builds Flask('kiosk_edge_pos') without static_folder=None, so the POS API also "
-    "serves GET /static/<path> from the working directory's static/ folder (to paired tills); remove this "
-    "marker once that is fixed",
-)
 def test_no_static_file_route(node: Node) -> None:
     assert not [path for path, _ in _routes(node.app) if path.startswith("/static/")]
 

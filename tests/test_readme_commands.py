@@ -24,6 +24,7 @@ def test_run_node_script_serves_status_and_stops_cleanly(tmp_path: Path) -> None
         KIOSK_EDGE_DATA__DIR=str(tmp_path / "data"),
         KIOSK_EDGE_ADMIN__PORT=str(admin),
         KIOSK_EDGE_KIOSK__PORT=str(free_port()),
+        KIOSK_EDGE_POS__PORT=str(free_port()),
         KIOSK_EDGE_MQTT__URL=f"mqtt://127.0.0.1:{free_port()}",
     )
     log = (tmp_path / "node.log").open("wb")

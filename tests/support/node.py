@@ -32,6 +32,7 @@ class NodeProcess:
         self.data_dir = workdir / "data"
         self.admin_port = free_port()
         self.kiosk_port = free_port()
+        self.pos_port = free_port()
         self.log_path = workdir / "node.log"
         self.simulate = simulate
         self.env = base_env()
@@ -39,6 +40,8 @@ class NodeProcess:
             KIOSK_EDGE_DATA__DIR=str(self.data_dir),
             KIOSK_EDGE_ADMIN__PORT=str(self.admin_port),
             KIOSK_EDGE_KIOSK__PORT=str(self.kiosk_port),
+            KIOSK_EDGE_POS__HOST="127.0.0.1",
+            KIOSK_EDGE_POS__PORT=str(self.pos_port),
             KIOSK_EDGE_MQTT__URL=broker_url,
             KIOSK_EDGE_MQTT__RECONNECT_MIN="0.05",
             KIOSK_EDGE_MQTT__RECONNECT_MAX="0.5",
