@@ -40,7 +40,7 @@ from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
 from edge.pos.api import create_pos_app
 from edge.pos.pairing import Pairing
-from edge.pos.sales import SaleService
+from edge.pos.sales import RecordedSale, SaleService
 from edge.pos.till import TillSession
 from edge.reservation import ReservationService
 from edge.signup import SignupService, load_vault
@@ -201,6 +201,7 @@ class Node:
         self.members = MemberDirectory()
         self.till: TillSession
         self._sales: SaleService
+        self._feed: LiveFeed
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -315,7 +316,7 @@ class Node:
         self._stack.callback(pairing.close)
         self.till = TillSession(pseudonymizer, s.pos.session_window)
         self._stack.callback(self.notifier.subscribe(self.till.on_notice))
-        sales = SaleService(self.outbox, self.till, self.members)
+        sales = SaleService(self.outbox, self.till, self.members, on_recorded=self._sale_recorded)
         self._sales = sales
         app = create_pos_app(
             pairing, self.till, sales, self.members, node={"store": s.node.store, "node": s.node.id}
@@ -324,10 +325,15 @@ class Node:
         self._stack.callback(server.stop)
         return server
 
+    def _sale_recorded(self, sale: RecordedSale) -> None:
+        if sale.survey:
+            self._feed.survey_requested(sale.receipt)
+
     def _make_kiosk(self, data_dir: Path, pseudonymizer: Pseudonymizer) -> WsgiServer:
         """The customer screen and what it needs: live feed, member codes, the PII vault's key."""
         s = self.settings
         feed = LiveFeed(self.notifier, s.kiosk.idle_timeout)
+        self._feed = feed
         if s.node.member_prefix == 0:
             log.warning(
                 "node.member_prefix is 0 (standalone): member codes issued here are only unique if no other "

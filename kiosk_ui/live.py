@@ -112,6 +112,10 @@ class LiveFeed:
             self._visitor = None
             self._product = None
 
+    def survey_requested(self, receipt: str) -> None:
+        """The till asked for the NPS survey after a sale: the screen opens it for that receipt."""
+        self.broadcast("survey", {"receipt": receipt})
+
     def broadcast(self, event: str, data: dict[str, object]) -> None:
         """Send one event to every open stream; a full queue drops its oldest entry."""
         message = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -357,6 +357,41 @@ def test_a_tap_takes_the_open_attract_page_to_welcome_within_a_second(
     watch.assert_clean(page)
 
 
+def test_a_sale_that_asks_for_the_survey_opens_it_for_that_receipt(
+    page: Page, watch: PageWatch, kiosk: Kiosk
+) -> None:
+    code = kiosk.node.cli("pair").stdout.splitlines()[0].split(":", 1)[1].replace(" ", "")
+    pos = http.client.HTTPConnection("127.0.0.1", kiosk.node.pos_port, timeout=10)
+    try:
+        pos.request(
+            "POST", "/pos/v1/pair", body=json.dumps({"code": code, "pos_id": "survey-till", "name": "S"})
+        )
+        token = json.loads(pos.getresponse().read())["token"]
+        open_live(page, kiosk.url + "/")
+        sale = {
+            "lines": [
+                {"sku": "PEN-1", "name": "Pen", "quantity": 1, "unit_price": 150, "category": "stationery"}
+            ],
+            "total": 150,
+            "currency": "EUR",
+            "payment": "cash",
+            "survey": True,
+        }
+        pos.request(
+            "POST",
+            "/pos/v1/sales",
+            body=json.dumps(sale),
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "RC-SURVEY-1"},
+        )
+        assert pos.getresponse().status == 201
+    finally:
+        pos.close()
+    page.wait_for_url(lambda url: urlsplit(url).path == "/survey", timeout=5_000)
+    assert urlsplit(page.url).query == "receipt=RC-SURVEY-1"
+    expect(page.locator("main#survey form")).to_have_attribute("action", "/survey?receipt=RC-SURVEY-1")
+    watch.assert_clean(page)
+
+
 def test_a_second_tap_on_the_welcome_page_still_works(page: Page, watch: PageWatch, kiosk: Kiosk) -> None:
     open_live(page, kiosk.url + "/")
     with page.expect_response(_is_events) as stream:  # the welcome page's own live stream

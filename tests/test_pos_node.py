@@ -15,7 +15,7 @@ import pytest
 from cloud_sync.envelope import decode_public_key, verify
 from edge.identity import Pseudonymizer
 from edge.keys import PSEUDONYM_KEY_FILE, load_pseudonym_key
-from tests.support.broker import Collector, Mosquitto
+from tests.support.broker import Collector, Mosquitto, free_port
 from tests.support.node import NodeProcess
 from tests.support.pcsc import READER_NAME, Pcscd, VirtualCard
 
@@ -176,3 +176,40 @@ def test_pos_sim_pairs_by_itself_and_plays_valid_sales(tmp_path: Path) -> None:
         assert gone.returncode == 1 and "does not answer" in gone.stderr and "Traceback" not in gone.stderr
     finally:
         broker.stop()
+
+
+def test_a_sale_that_asks_for_the_survey_opens_it_on_the_kiosk(tmp_path: Path) -> None:
+    with NodeProcess(tmp_path / "node", f"mqtt://127.0.0.1:{free_port()}") as node:
+        code = node.cli("pair").stdout.splitlines()[0].split(":", 1)[1].replace(" ", "")
+        status, body, _ = _call(
+            node.pos_port, "POST", "/pos/v1/pair", {"code": code, "pos_id": "t", "name": "T"}
+        )
+        assert status == 201
+        auth = {"Authorization": f"Bearer {body['token']}"}
+        screen = http.client.HTTPConnection("127.0.0.1", node.kiosk_port, timeout=10)
+        try:
+            screen.request("GET", "/events")
+            stream = screen.getresponse()
+            assert stream.status == 200 and stream.getheader("Content-Type", "").startswith(
+                "text/event-stream"
+            )
+            assert stream.readline().startswith(b"retry:")
+            plain, _, _ = _call(
+                node.pos_port, "POST", "/pos/v1/sales", SALE, **auth, **{"Idempotency-Key": "RC-2001"}
+            )
+            asked, _, _ = _call(
+                node.pos_port,
+                "POST",
+                "/pos/v1/sales",
+                {**SALE, "survey": True},
+                **auth,
+                **{"Idempotency-Key": "RC-2002"},
+            )
+            assert plain == asked == 201
+            lines = []
+            while b"RC-2002" not in b"".join(lines):
+                lines.append(stream.readline())
+            text = b"".join(lines).decode()
+            assert "event: survey" in text and '"receipt":"RC-2002"' in text and "RC-2001" not in text
+        finally:
+            screen.close()

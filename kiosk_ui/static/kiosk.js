@@ -21,7 +21,15 @@
   }
 
   if (body.dataset.live === "navigate" && window.EventSource) {
-    listen({ identity: function () { window.location.assign("/welcome"); } });
+    listen({
+      identity: function () { window.location.assign("/welcome"); },
+      // the till asked for the survey after a sale (receipt ids are letters, digits and "-")
+      survey: function (event) {
+        var data = JSON.parse(event.data);
+        var receipt = data && typeof data.receipt === "string" ? data.receipt : "";
+        window.location.assign("/survey" + (/^[0-9A-Za-z-]{4,48}$/.test(receipt) ? "?receipt=" + receipt : ""));
+      }
+    });
   }
 
   // Reservation form: a product scanned at the kiosk's scanner fills the product field.
