@@ -192,6 +192,58 @@ class SaleBody(_Body):
     survey: bool = False
 
 
+RewardId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
+RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
+
+
+class RedemptionRequestBody(_Body):
+    """A till asks the central receiver to approve a reward for the member present (MQTT v5 request).
+
+    Sent on ``{root}/{store}/{node}/request/redemption`` with a response topic and correlation data; it is
+    not an event (never queued: a till that cannot ask now declines or uses the offline allowance).
+    """
+
+    request_id: RequestId
+    reward: RewardId
+    pos: PosId
+    customer: SaleCustomer
+    receipt: Receipt | None = None
+
+
+class RedemptionBody(_Body):
+    """A reward was handed over: approved by the central receiver, or under the node's offline allowance.
+
+    ``approval`` says which; an ``offline`` redemption is settled centrally when it arrives (the
+    allowance is capped per member per day on the node).
+    """
+
+    request_id: RequestId
+    reward: RewardId
+    pos: PosId
+    customer: SaleCustomer
+    approval: Literal["central", "offline"]
+    receipt: Receipt | None = None
+
+
+class RedemptionReply(_Body):
+    """The central receiver's answer, on the node's reply topic (correlated by the MQTT v5 property)."""
+
+    request_id: RequestId
+    approved: bool
+    #: why not (or a note when approved), e.g. "insufficient-points", "unknown-reward", "card-blocked"
+    reason: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}\Z")] | None = None
+    #: the member's balance after the redemption, when the central receiver says
+    points_balance: Minor | None = None
+
+
+def decode_reply(payload: bytes) -> RedemptionReply:
+    """Strictly decode a redemption reply; ``EnvelopeError`` names the problem."""
+    try:
+        return msgspec.json.decode(payload, type=RedemptionReply)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise EnvelopeError(f"redemption reply: {exc}") from exc
+
+
 class OutboxSummary(_Body):
     """The backlog as the node saw it when it sent a status message."""
 
@@ -229,6 +281,8 @@ BODY_MODELS: dict[str, type[_Body]] = {
     "survey": SurveyBody,
     "warranty": WarrantyBody,
     "sale": SaleBody,
+    "redemption": RedemptionBody,
+    "redemption_request": RedemptionRequestBody,
     "status": StatusBody,
     "presence": PresenceBody,
 }
@@ -237,6 +291,7 @@ EVENT_CLASSES: dict[str, EventClass] = {
     "identity": EventClass.PROTECTED,
     "assist": EventClass.PROTECTED,
     "sale": EventClass.PROTECTED,
+    "redemption": EventClass.PROTECTED,
     "signup": EventClass.PROTECTED,
     "reservation": EventClass.PROTECTED,
     "survey": EventClass.PROTECTED,

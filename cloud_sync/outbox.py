@@ -255,6 +255,10 @@ class Outbox:
         """A read-only cursor over the backlog for one thread (the relay); close it when done."""
         return OutboxReader(connect(self.path))
 
+    def seal_request(self, kind: str, body: dict[str, Any]) -> SignedMessage:
+        """Validate and sign a request that is not an event (never queued), at the current seq."""
+        return self._signer.seal(kind, self._last_seq, validate_body(kind, body))
+
     def seal_presence(self, body: dict[str, Any]) -> SignedMessage:
         """Sign a presence message (not queued: it is retained state, not an event) at the current seq."""
         return self._signer.seal("presence", self._last_seq, body)

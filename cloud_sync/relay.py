@@ -14,6 +14,10 @@ Design (see docs/architecture.md):
   that comes back.
 * Presence: a retained ``status`` message (online, alarms) after each connect, and an LWT that marks
   the node offline if the connection dies; a clean stop publishes "offline, shutdown" itself.
+* Requests (MQTT v5 request/response, e.g. a reward redemption the central receiver must approve): not
+  events, so they bypass the outbox — a request that cannot be sent now fails now. Each carries a random
+  correlation id, the node's reply topic and a message expiry equal to the caller's timeout, so the
+  central side never acts on one the till has given up on; replies are matched by correlation id.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +75,8 @@ class RelayOptions:
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
     display_url: str = ""
+    #: where the central receiver answers this node's requests (subscribed on every connect)
+    reply_topic: str | None = None
 
 
 #: Builds a sealed presence message: (state, reason) -> message.
@@ -101,6 +109,19 @@ class _BufferedClient(mqtt.Client):
     def has_buffered(self) -> bool:
         """Received bytes not yet parsed (the socket may no longer look readable)."""
         return bool(self._rbuf)
+
+
+class RequestUnavailable(ConnectionError):  # noqa: N818 - reads as the condition
+    """A request could not be sent (no broker connection, the relay stopping)."""
+
+
+@dataclass(slots=True)
+class _Request:
+    topic: str
+    payload: bytes
+    correlation: bytes
+    expiry: int
+    future: Future[bytes]
 
 
 class ConnectFailed(OSError):  # noqa: N818
@@ -151,6 +172,10 @@ class Relay:
         self.published = 0
         self.acknowledged = 0
         self._in_flight = 0
+        self._requests: deque[_Request] = deque()
+        self._pending: dict[bytes, Future[bytes]] = {}
+        self._requests_lock = threading.Lock()
+        self._subscribed = False
         outbox.add_listener(self._on_new_events)
 
     # -- public ------------------------------------------------------------------------------------
@@ -172,6 +197,30 @@ class Relay:
             self._thread = None
         self._wake_r.close()
         self._wake_w.close()
+
+    def request(self, topic: str, payload: bytes, timeout: float) -> bytes:
+        """Publish a request and wait for its reply (MQTT v5 response topic + correlation data).
+
+        Raises ``RequestUnavailable`` at once when there is no connection (or no reply topic), and
+        ``TimeoutError`` when no reply came within ``timeout`` seconds.
+        """
+        if self.options.reply_topic is None:
+            raise RequestUnavailable("this relay has no reply topic configured")
+        if not (self._connected and self._subscribed) or self._stopping.is_set():
+            raise RequestUnavailable(f"not connected to {self.options.display_url}")
+        future: Future[bytes] = Future()
+        correlation = uuid.uuid4().bytes
+        with self._requests_lock:
+            self._pending[correlation] = future
+            self._requests.append(_Request(topic, payload, correlation, max(1, round(timeout)), future))
+        self._poke()
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no reply within {timeout:g} s") from None
+        finally:
+            with self._requests_lock:
+                self._pending.pop(correlation, None)
 
     def refresh_presence(self) -> None:
         """Re-publish the retained presence message (e.g. an alarm was raised or cleared)."""
@@ -307,7 +356,44 @@ class _Session:
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
         client.on_publish = self.on_publish
+        client.on_subscribe = self.on_subscribe
+        client.on_message = self.on_message
         return client
+
+    def on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any) -> None:
+        if all(not r.is_failure for r in reasons):
+            self.relay._subscribed = True
+        else:
+            log.warning("mqtt: the broker refused the reply topic subscription: %s", reasons)
+
+    def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self.options.reply_topic:
+            return
+        correlation = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+        with self.relay._requests_lock:
+            future = self.relay._pending.pop(bytes(correlation), None) if correlation else None
+        if future is None:
+            log.info("mqtt: a reply arrived for no waiting request (late, or not ours); ignored")
+            return
+        if not future.done():
+            future.set_result(bytes(msg.payload))
+
+    def _send_requests(self, client: mqtt.Client) -> None:
+        relay = self.relay
+        while True:
+            with relay._requests_lock:
+                if not relay._requests:
+                    return
+                request = relay._requests.popleft()
+            if request.future.done():  # the caller gave up already
+                continue
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = self.options.reply_topic
+            props.CorrelationData = request.correlation
+            props.MessageExpiryInterval = request.expiry
+            info = client.publish(request.topic, request.payload, qos=1, properties=props)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                request.future.set_exception(RequestUnavailable(f"publish failed: {info.rc}"))
 
     def run(self) -> bool:
         """Connect, relay until the connection ends or the relay stops; True if CONNACK succeeded."""
@@ -335,11 +421,24 @@ class _Session:
             return self._loop(client)
         finally:
             relay._connected = False
+            relay._subscribed = False
+            self._fail_requests()
             relay._connected_since = None
             relay._in_flight = 0
             with contextlib.suppress(Exception):
                 client.socket() and client.socket().close()  # type: ignore[union-attr]
             self._flush_acks(wait=True)
+
+    def _fail_requests(self) -> None:
+        """The connection is gone: whoever waits for a reply learns it now, not at their timeout."""
+        relay = self.relay
+        with relay._requests_lock:
+            waiting = list(relay._pending.values())
+            relay._pending.clear()
+            relay._requests.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(RequestUnavailable("the broker connection was lost"))
 
     def _handshake_failed(self) -> ConnectFailed:
         hint = " (client certificate missing or refused?)" if self.options.tls is not None else ""
@@ -379,6 +478,8 @@ class _Session:
         relay._last_error = None
         log.info("mqtt: connected to %s", self.options.display_url)
         self._publish_presence(client, "online", "connected")
+        if self.options.reply_topic is not None:
+            client.subscribe(self.options.reply_topic, qos=1)
 
     def _report_loss(self, connected: bool) -> None:
         if self.refused:
@@ -419,6 +520,8 @@ class _Session:
                 if relay._presence_dirty:
                     relay._presence_dirty = False
                     self._publish_presence(client, "online", "alarm")
+                if relay._requests:
+                    self._send_requests(client)
                 self._pump(client)
             if len(self.acked) >= ACK_BATCH or (self.acked and not self.inflight):
                 self._flush_acks(wait=False)

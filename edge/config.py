@@ -202,6 +202,10 @@ class PosSection(_Section):
     pair_max_failures: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     #: how long pairing stays locked after that
     pair_lockout: Annotated[float, msgspec.Meta(ge=10, le=86400)] = 300.0
+    #: how long a redemption waits for the central receiver's answer
+    redemption_timeout: Annotated[float, msgspec.Meta(ge=0.5, le=30)] = 3.0
+    #: rewards per member per day handed over without the central receiver's answer (0 = never)
+    offline_redemptions_per_day: Annotated[int, msgspec.Meta(ge=0, le=10)] = 1
 
 
 class AdminSection(_Section):

@@ -40,6 +40,7 @@ from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
 from edge.pos.api import create_pos_app
 from edge.pos.pairing import Pairing
+from edge.pos.redeem import OfflineAllowance, RedemptionService
 from edge.pos.sales import RecordedSale, SaleService
 from edge.pos.till import TillSession
 from edge.reservation import ReservationService
@@ -75,6 +76,7 @@ def relay_options(settings: Settings) -> RelayOptions:
         port=broker.port,
         client_id=client_id_for(settings.node.store, settings.node.id),
         status_topic=f"{root}/{settings.node.store}/{settings.node.id}/status",
+        reply_topic=f"{root}/{settings.node.store}/{settings.node.id}/reply",
         tls=m.ssl_context() if broker.tls else None,
         username=broker.username,
         password=broker.password,
@@ -318,8 +320,23 @@ class Node:
         self._stack.callback(self.notifier.subscribe(self.till.on_notice))
         sales = SaleService(self.outbox, self.till, self.members, on_recorded=self._sale_recorded)
         self._sales = sales
+        allowance = OfflineAllowance(data_dir / LOCAL_DB_FILE, s.pos.offline_redemptions_per_day)
+        self._stack.callback(allowance.close)
+        redemptions = RedemptionService(
+            self.outbox,
+            self.till,
+            self.relay.request,
+            f"{s.mqtt.topic_root}/{s.node.store}/{s.node.id}/request/redemption",
+            allowance,
+            timeout=s.pos.redemption_timeout,
+        )
         app = create_pos_app(
-            pairing, self.till, sales, self.members, node={"store": s.node.store, "node": s.node.id}
+            pairing,
+            self.till,
+            sales,
+            self.members,
+            node={"store": s.node.store, "node": s.node.id},
+            redemptions=redemptions,
         )
         server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)
         self._stack.callback(server.stop)

@@ -19,6 +19,7 @@ from cloud_sync.outbox import OutboxUnavailable
 from edge.admin import problem
 from edge.members import MemberDirectory
 from edge.pos.pairing import Pairing, PairingRefused
+from edge.pos.redeem import NoMemberPresent, RedemptionService
 from edge.pos.sale import SaleInvalid
 from edge.pos.sales import ReceiptConflict, SaleService
 from edge.pos.till import Customer, TillSession
@@ -48,6 +49,7 @@ def create_pos_app(
     *,
     node: dict[str, str],
     describe: Callable[[], bytes] = openapi_document,
+    redemptions: RedemptionService | None = None,
 ) -> Flask:
     """Build the POS API around the node's services."""
     app = Flask("kiosk_edge_pos", static_folder=None)  # an API: no static files, ever
@@ -114,6 +116,12 @@ def create_pos_app(
     def post_sale() -> Response:
         return _record_sale(sales)
 
+    if redemptions is not None:
+
+        @app.post("/pos/v1/redemptions")
+        def post_redemption() -> Response:
+            return _redeem(redemptions)
+
     def _till_view(customer: Customer | None) -> dict[str, Any]:
         if customer is None:
             return {"customer": None}
@@ -162,6 +170,49 @@ def _record_sale(sales: SaleService) -> Response:
         return response
     response = jsonify(result.response)
     response.status_code = 200 if result.replayed else 201
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _idempotency_key() -> str | Response:
+    key = request.headers.get("Idempotency-Key", "")
+    if not 4 <= len(key) <= 48 or not set(key) <= _RECEIPT_CHARS:
+        return _problem(
+            400,
+            "idempotency-key",
+            "Idempotency-Key required",
+            "send a unique id for this request as the Idempotency-Key header: 4-48 letters, digits or '-'",
+        )
+    return key
+
+
+def _redeem(redemptions: RedemptionService) -> Response:
+    """POST /pos/v1/redemptions: approved (201, recorded), declined (200, with the reason), or a problem."""
+    key = _idempotency_key()
+    if isinstance(key, Response):
+        return key
+    try:
+        result = redemptions.redeem(g.pos_id, key, request.get_data(cache=False))
+    except SaleInvalid as exc:
+        errors = [_err(e.field, e.problem) for e in exc.errors]
+        return _problem(
+            422, "invalid-redemption", "Invalid redemption", f"{len(errors)} problem(s)", errors=errors
+        )
+    except NoMemberPresent as exc:
+        return _problem(409, "no-member", "No member present", str(exc))
+    except ReceiptConflict as exc:
+        return _problem(409, "receipt-conflict", "Idempotency-Key reused", str(exc))
+    except OutboxFull as exc:
+        response = _problem(507, "outbox-full", "Not recorded: storage full", str(exc), alarm="outbox_full")
+        response.headers["Retry-After"] = "30"
+        return response
+    except (OutboxUnavailable, OutboxClosed) as exc:
+        response = _problem(503, "not-accepted", "Not recorded", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
+    response = jsonify(result.response)
+    response.status_code = 201 if result.response["approved"] and not result.replayed else 200
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
