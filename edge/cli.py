@@ -231,6 +231,31 @@ def pos_revoke(config_path: Path | None, pos_id: str) -> None:
     click.echo(f"POS {pos_id} revoked: its token no longer works")
 
 
+@pos.command("set-pin")
+@config_option
+@click.option(
+    "--pin-stdin", is_flag=True, help="Read the PIN from standard input (for provisioning scripts)."
+)
+def pos_set_pin(config_path: Path | None, pin_stdin: bool) -> None:
+    """Set the staff PIN of the pairing page /pos/staff (6-12 digits; stored only as a scrypt hash)."""
+    from edge.keys import ensure_data_dir
+    from edge.pos.staff import check_pin_shape, set_pin
+
+    settings = settings_from(config_path)
+    if pin_stdin:
+        pin = sys.stdin.readline().strip()
+    else:
+        pin = click.prompt("staff PIN (6-12 digits)", hide_input=True, confirmation_prompt=True)
+    try:
+        check_pin_shape(pin)
+        set_pin(ensure_data_dir(settings.data.dir), pin)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot store the PIN in {settings.data.dir}: {exc}")
+    click.echo(f"staff PIN set; the pairing page is http://<this node>:{settings.pos.port}/pos/staff")
+
+
 @cli.command("pos-sim")
 @config_option
 @click.option(

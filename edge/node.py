@@ -42,6 +42,7 @@ from edge.pos.api import create_pos_app
 from edge.pos.pairing import Pairing
 from edge.pos.redeem import OfflineAllowance, RedemptionService
 from edge.pos.sales import RecordedSale, SaleService
+from edge.pos.staff import StaffPin
 from edge.pos.till import TillSession
 from edge.reservation import ReservationService
 from edge.signup import SignupService, load_vault
@@ -337,6 +338,7 @@ class Node:
             self.members,
             node={"store": s.node.store, "node": s.node.id},
             redemptions=redemptions,
+            staff=StaffPin(data_dir, max_failures=s.pos.pair_max_failures, lockout=s.pos.pair_lockout),
         )
         server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)
         self._stack.callback(server.stop)

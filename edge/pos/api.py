@@ -1,34 +1,38 @@
 """The POS API (HTTP JSON on the shop LAN): views translate HTTP to calls on the pos services.
 
-Everything except pairing and the OpenAPI document needs a paired till's bearer token; errors are RFC 9457
-problem documents (``application/problem+json``) whose ``type`` names the problem for the integrator and,
-for a bad sale, whose ``errors`` list every bad field as a JSON pointer.
+Everything except pairing, the OpenAPI document and the cashier console's static shell needs a paired
+till's bearer token; errors are RFC 9457 problem documents (``application/problem+json``) whose ``type``
+names the problem for the integrator and, for a bad sale, whose ``errors`` list every bad field as a JSON
+pointer.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, render_template_string, request
 
 from cloud_sync.errors import OutboxClosed, OutboxFull
 from cloud_sync.outbox import OutboxUnavailable
 from edge.admin import problem
 from edge.members import MemberDirectory
+from edge.pos.events import CONSOLE_PATHS, CashierFeed, register_events
 from edge.pos.pairing import Pairing, PairingRefused
 from edge.pos.redeem import NoMemberPresent, RedemptionService
 from edge.pos.sale import SaleInvalid
 from edge.pos.sales import ReceiptConflict, SaleService
+from edge.pos.staff import PinLocked, StaffPin
 from edge.pos.till import Customer, TillSession
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
 PROBLEM_BASE = "https://kiosk-edge.invalid/problems/"
-_PUBLIC = frozenset({"/pos/v1/pair", "/pos/v1/openapi.json"})
+_PUBLIC = frozenset({"/pos/staff", "/pos/v1/pair", "/pos/v1/openapi.json"}) | CONSOLE_PATHS
 _RECEIPT_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-")
 
 
@@ -49,7 +53,9 @@ def create_pos_app(
     *,
     node: dict[str, str],
     describe: Callable[[], bytes] = openapi_document,
+    events: CashierFeed | None = None,
     redemptions: RedemptionService | None = None,
+    staff: StaffPin | None = None,
 ) -> Flask:
     """Build the POS API around the node's services."""
     app = Flask("kiosk_edge_pos", static_folder=None)  # an API: no static files, ever
@@ -116,6 +122,9 @@ def create_pos_app(
     def post_sale() -> Response:
         return _record_sale(sales)
 
+    if staff is not None:
+        _install_staff_page(app, staff, pairing, node.get("node", "this node"))
+
     if redemptions is not None:
 
         @app.post("/pos/v1/redemptions")
@@ -134,6 +143,9 @@ def create_pos_app(
                 "member": member.public() if member is not None else None,
             }
         }
+
+    if events is not None:
+        register_events(app, events, pairing)  # GET /pos/v1/events and the console page
 
     _install_error_pages(app)
     return app
@@ -216,6 +228,40 @@ def _redeem(redemptions: RedemptionService) -> Response:
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _install_staff_page(app: Flask, staff: StaffPin, pairing: Pairing, node_name: str) -> None:
+    """``/pos/staff``: a pairing code for a member of staff who knows the PIN (no token needed)."""
+    template = resources.files("edge.pos").joinpath("templates/staff.html").read_text(encoding="utf-8")
+
+    def page(status: int = 200, **values: Any) -> Response:
+        html = render_template_string(template, node=node_name, configured=staff.configured, **values)
+        response = Response(html, status=status, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    @app.get("/pos/staff")
+    def staff_form() -> Response:
+        return page()
+
+    @app.post("/pos/staff")
+    def staff_code() -> Response:
+        if not staff.configured:
+            return page(404)
+        try:
+            ok = staff.verify(request.form.get("pin", ""))
+        except PinLocked as exc:
+            response = page(429, error=f"Too many wrong PINs. Try again in {exc.retry_after} seconds.")
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        if not ok:
+            return page(403, error="That PIN is not right.")
+        code = pairing.new_code()
+        log.info("a pairing code was shown on the staff page to %s", request.remote_addr)
+        return page(code=code.code, until=time.strftime("%H:%M", time.localtime(code.expires_at)))
 
 
 def _install_guards(app: Flask, pairing: Pairing) -> None:
