@@ -12,17 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nacl.signing import SigningKey
 
 from cloud_sync.envelope import Signer, decode_public_key, verify
 from cloud_sync.errors import EnvelopeError
-from cloud_sync.messages import BODY_MODELS, validate_body
+from cloud_sync.messages import BODY_MODELS, decode_reply, validate_body
 from cloud_sync.outbox import Outbox
 from tests.support.asyncapi import (
     DOC_PATH,
     ValidationError,
     decode_payload,
+    is_envelope,
     iter_examples,
     load_document,
     message_kinds,
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASYNCAPI_CLI = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "asyncapi"
 TOKEN = "5667b1b2f50c865490aeecaa848ee121e4fb63646ae7828f8d9586b6b69f9a31"
 CODE_TOKEN = "70ecec7933093034451539e2a4ec32aeb117d0ef33ab544c1f559ba8135fa392"
+REQUEST_ID = "babef7885ef3488ba48f77eb49b22cb5"
 
 BODIES: dict[str, dict[str, Any]] = {
     "identity": {"source": "nfc", "token": TOKEN, "device": "nfc0"},
@@ -106,11 +109,34 @@ BODIES: dict[str, dict[str, Any]] = {
         "points": 23,
         "survey": True,
     },
+    "redemption_request": {
+        "request_id": REQUEST_ID,
+        "reward": "free-coffee",
+        "pos": "pos-01",
+        "customer": {"source": "barcode", "token": TOKEN},
+        "receipt": "RC-2025-0002",
+    },
+    "redemption": {
+        "request_id": REQUEST_ID,
+        "reward": "free-coffee",
+        "pos": "pos-01",
+        "customer": {"source": "nfc", "token": TOKEN, "code_token": CODE_TOKEN},
+        "approval": "central",
+        "receipt": "RC-2025-0002",
+    },
+}
+
+
+#: Message kinds not published on ``{root}/{store}/{node}/event/{kind}``.
+_TOPIC_LEAVES = {
+    "presence": "status",
+    "redemption_request": "request/redemption",
+    "redemption_reply": "reply",
 }
 
 
 def _topic(kind: str, store: str = "s1", node: str = "n1", root: str = "retail/v1") -> str:
-    return f"{root}/{store}/{node}/status" if kind == "presence" else f"{root}/{store}/{node}/event/{kind}"
+    return f"{root}/{store}/{node}/{_TOPIC_LEAVES.get(kind, f'event/{kind}')}"
 
 
 # -- (a) the AsyncAPI project's own validator -------------------------------------------------------
@@ -171,8 +197,13 @@ def test_the_cli_check_is_not_vacuous(tmp_path: Path) -> None:
 # -- the document agrees with the code ------------------------------------------------------------
 
 
+#: Messages that are not envelopes, and the model that decodes each.
+PLAIN_MESSAGES = {"redemption_reply": decode_reply}
+
+
 def test_document_covers_exactly_the_body_models() -> None:
-    assert sorted(message_kinds()) == sorted(BODY_MODELS)
+    assert sorted(k for k in message_kinds() if is_envelope(k)) == sorted(BODY_MODELS)
+    assert sorted(k for k in message_kinds() if not is_envelope(k)) == sorted(PLAIN_MESSAGES)
 
 
 @pytest.mark.parametrize("kind", sorted(BODY_MODELS))
@@ -193,6 +224,34 @@ def test_schema_const_and_bindings(kind: str) -> None:
     assert bindings["retain"] is (kind == "presence")
 
 
+def test_redemption_request_and_reply() -> None:
+    """The request operation is an MQTT v5 request whose reply comes on the node's reply topic."""
+    doc = load_document()
+    operation = doc["operations"]["requestRedemption"]
+    assert operation["action"] == "send"
+    assert operation["channel"] == {"$ref": "#/channels/redemptionRequest"}
+    bindings = _deref(doc, operation["bindings"])["mqtt"]
+    assert (bindings["qos"], bindings["retain"], bindings["messageExpiryInterval"]) == (1, False, 3)
+    reply = operation["reply"]
+    assert reply["channel"] == {"$ref": "#/channels/redemptionReply"}
+    assert "address" not in reply  # the reply topic is fixed per node: the channel's address says it
+    reply_channel = doc["channels"]["redemptionReply"]
+    for ref in reply["messages"]:  # a subset of the reply channel's messages (the CLI does not check)
+        assert ref["$ref"].startswith("#/channels/redemptionReply/messages/")
+        assert ref["$ref"].rsplit("/", 1)[-1] in reply_channel["messages"]
+    assert reply_channel["address"] == "{root}/{store}/{node}/reply"
+    assert doc["channels"]["redemptionRequest"]["address"] == "{root}/{store}/{node}/request/redemption"
+    # Nobody publishes a reply but the central receiver: no operation of the node sends on that channel.
+    assert not [op for op in doc["operations"].values() if op["channel"]["$ref"].endswith("/redemptionReply")]
+    request = _deref(doc, doc["components"]["messages"]["redemption_request"]["bindings"])["mqtt"]
+    assert request["responseTopic"] == reply_channel["address"]
+    answer = _deref(doc, doc["components"]["messages"]["redemption_reply"]["bindings"])["mqtt"]
+    assert _deref(doc, request["correlationData"]) == _deref(doc, answer["correlationData"])
+    assert _deref(doc, answer["correlationData"])["maxLength"] == len(uuid.uuid4().bytes)
+    assert not is_envelope("redemption_reply")
+    assert message_schema("redemption_reply")["additionalProperties"] is False
+
+
 def _channel_keys(doc: dict[str, Any], kind: str) -> set[str]:
     return {key for key, channel in doc["channels"].items() if kind in channel["messages"]}
 
@@ -206,7 +265,7 @@ def _deref(doc: dict[str, Any], node: Any) -> Any:
     return node
 
 
-@pytest.mark.parametrize("kind", sorted(BODY_MODELS))
+@pytest.mark.parametrize("kind", sorted(message_kinds()))
 def test_topic_maps_to_its_message(kind: str) -> None:
     assert message_schema_for_topic(_topic(kind)) == message_schema(kind)
     assert message_schema_for_topic(_topic(kind, root="chain-a/retail/v2"), root="chain-a/retail/v2") == (
@@ -225,6 +284,12 @@ def test_topic_maps_to_its_message(kind: str) -> None:
         "retail/v2/s1/n1/status",  # another root than the configured one
         "retail/v1/-s1/n1/status",
         "retail/v1/s1/n1/event/identity\n",
+        "retail/v1/s1/n1/event/redemption_request",  # a request, not an event
+        "retail/v1/s1/n1/request/sale",
+        "retail/v1/s1/n1/request/redemption/x",
+        "retail/v1/s1/n1/reply/redemption",
+        "retail/v1/+/n1/reply",
+        "retail/v1/s1/reply",
     ],
 )
 def test_unknown_or_malformed_topics_are_refused(topic: str) -> None:
@@ -240,13 +305,19 @@ def _examples() -> list[Any]:
 
 
 def test_every_message_has_examples() -> None:
-    assert {e.kind for e in iter_examples()} == set(BODY_MODELS)
+    assert {e.kind for e in iter_examples()} == set(message_kinds())
 
 
 @pytest.mark.parametrize("example", _examples())
 def test_example_validates(example: Any) -> None:
     payload = example.payload
     validate_message(example.kind, payload)
+    if not is_envelope(example.kind):
+        # A plain message: what its decoder makes of it, and gives back unchanged.
+        validate_payload(_topic(example.kind, "de-ber-017", "till-02"), json.dumps(payload).encode())
+        decoded = PLAIN_MESSAGES[example.kind](json.dumps(payload).encode())
+        assert msgspec.to_builtins(decoded) == payload
+        return
     validate_payload(_topic(example.kind, payload["store"], payload["node"]), json.dumps(payload).encode())
     # The body is exactly what the message model produces, and the signature verifies with the
     # example key the document publishes.
@@ -290,24 +361,30 @@ def test_non_ascii_text_validates(signing_key: SigningKey) -> None:
 
 def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningKey) -> None:
     """What the outbox stores (topic and payload bytes) is what the document describes."""
+    kinds = ["identity", "assist", "status", "sale", "redemption"]
     with Outbox(tmp_path / "outbox.sqlite3", Signer(signing_key, "s1", "n1"), "retail/v1") as outbox:
-        for kind in ("identity", "assist", "status", "sale"):
+        for kind in kinds:
             outbox.accept(kind, BODIES[kind])
         presence = outbox.seal_presence(validate_body("presence", BODIES["presence"]))
+        request = outbox.seal_request("redemption_request", BODIES["redemption_request"])
         reader = outbox.reader()
         try:
             rows = reader.fetch_after(0, 10)
         finally:
             reader.close()
-    assert [route_for_topic(row.topic).kind for row in rows] == ["identity", "assist", "status", "sale"]
+    assert [route_for_topic(row.topic).kind for row in rows] == kinds
     for row in rows:
         validate_payload(row.topic, row.payload)
     doc = validate_payload("retail/v1/s1/n1/status", presence.payload)
     assert doc["seq"] == rows[-1].seq  # presence carries the highest event seq allocated
+    doc = validate_payload("retail/v1/s1/n1/request/redemption", request.payload)
+    assert doc["seq"] == rows[-1].seq  # so does a request: it is not an event
 
 
 # -- the body schemas mirror the message models ----------------------------------------------------
 
+#: Marks a member to remove (in ``_both`` and ``HOSTILE``).
+_DELETE = object()
 _CTRL = "nfc0\n"
 _SALE = BODIES["sale"]
 _GTIN_LINE = _SALE["lines"][0]
@@ -389,6 +466,85 @@ SALE_REFUSED: list[dict[str, Any]] = [
     {**_SALE, "customer": {"source": "barcode", "token": TOKEN, "code_token": TOKEN[:-1]}},
     {**_SALE, "member_name": "Ayşe"},  # unknown member; and personal data has no place here
     {**_SALE, "note": "x"},
+]
+
+_ASK = BODIES["redemption_request"]
+_GIVEN = BODIES["redemption"]
+
+
+def _both(**changes: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The request and the redemption body with ``changes`` (a value of _DELETE removes that member)."""
+    return [
+        (kind, {k: v for k, v in {**body, **changes}.items() if v is not _DELETE})
+        for kind, body in (("redemption_request", _ASK), ("redemption", _GIVEN))
+    ]
+
+
+#: Redemption bodies (request and event) both the models and the schemas refuse.
+REDEMPTION_REFUSED: list[tuple[str, dict[str, Any]]] = [
+    # bad request_id
+    *_both(request_id=REQUEST_ID.upper()),
+    *_both(request_id=REQUEST_ID[:-1]),
+    *_both(request_id=REQUEST_ID + "0"),
+    *_both(request_id=str(uuid.UUID(REQUEST_ID))),  # the dashed form
+    *_both(request_id=REQUEST_ID[:-1] + "\n"),
+    *_both(request_id=REQUEST_ID + "\n"),
+    *_both(request_id="\uff10" * 32),  # fullwidth digits
+    *_both(request_id=int(REQUEST_ID, 16)),
+    *_both(request_id=""),
+    *_both(request_id=_DELETE),
+    # a reward id of an unknown shape
+    *_both(reward="Free-Coffee"),
+    *_both(reward="free coffee"),
+    *_both(reward="-coffee"),
+    *_both(reward="_coffee"),
+    *_both(reward=""),
+    *_both(reward="r" * 33),
+    *_both(reward="café"),
+    *_both(reward="free-coffee\n"),
+    *_both(reward={"id": "free-coffee"}),
+    *_both(reward=["free-coffee"]),
+    *_both(reward=7),
+    *_both(reward=_DELETE),
+    # no customer, or not a proper one
+    *_both(customer=_DELETE),
+    *_both(customer={}),
+    *_both(customer={"source": "typed"}),
+    *_both(customer={"token": TOKEN}),
+    *_both(customer={"source": "manual", "token": TOKEN}),
+    *_both(customer={"source": "nfc", "token": TOKEN.upper()}),
+    *_both(customer={"source": "nfc", "token": TOKEN, "uid": "04a224e2b55c80"}),  # raw UID: refused
+    *_both(customer=TOKEN),
+    # unknown members
+    *_both(points=-50),
+    *_both(member_name="Ayşe"),
+    *_both(approved=True),
+    ("redemption_request", {**_ASK, "approval": "central"}),  # the request does not know yet
+    # the approval is one of the enum, and the event must say it
+    ("redemption", {**_GIVEN, "approval": "manual"}),
+    ("redemption", {**_GIVEN, "approval": "Central"}),
+    ("redemption", {**_GIVEN, "approval": "central\n"}),
+    ("redemption", {**_GIVEN, "approval": ""}),
+    ("redemption", {**_GIVEN, "approval": True}),
+    ("redemption", {**_GIVEN, "approval": None}),
+    ("redemption", {k: v for k, v in _GIVEN.items() if k != "approval"}),
+    # hostile strings in the POS id and the receipt
+    *_both(pos="pos 1"),
+    *_both(pos="pos-01\n"),
+    *_both(pos="pos/01"),
+    *_both(pos="pos+01"),
+    *_both(pos="-pos"),
+    *_both(pos="p" * 65),
+    *_both(pos=""),
+    *_both(pos=_DELETE),
+    *_both(receipt="<script>alert(1)</script>"),
+    *_both(receipt="RC-0001'; DROP TABLE ledger; --"),
+    *_both(receipt="RC-0001\n"),
+    *_both(receipt="RC-0001\x00"),
+    *_both(receipt="RC-0001\u2028"),
+    *_both(receipt="RC1"),
+    *_both(receipt="R" * 49),
+    *_both(receipt=1234),
 ]
 
 BODY_CASES: list[tuple[str, dict[str, Any]]] = [
@@ -484,6 +640,16 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("sale", {**_SALE, "total": -(10**12), "discount": 1_000_000_000, "points": 10**12}),
     ("sale", {**_SALE, "customer": None}),  # the model drops it: never on the wire
     *[("sale", body) for body in SALE_REFUSED],
+    ("redemption_request", _ASK),
+    ("redemption", _GIVEN),
+    ("redemption", {**_GIVEN, "approval": "offline"}),
+    *_both(receipt=_DELETE),
+    *_both(receipt=None),  # the model drops it: never on the wire
+    *_both(receipt="R" * 48, pos="p" * 64, reward="r" * 32),
+    *_both(reward="0", pos="0", receipt="0000"),
+    *_both(customer={"source": "typed", "token": TOKEN}),
+    *_both(customer={"source": "barcode", "token": TOKEN, "code_token": CODE_TOKEN}),
+    *REDEMPTION_REFUSED,
 ]
 
 
@@ -511,6 +677,13 @@ def test_refused_sale_bodies(body: dict[str, Any]) -> None:
         validate_body("sale", body)
 
 
+@pytest.mark.parametrize(("kind", "body"), REDEMPTION_REFUSED)
+def test_refused_redemption_bodies(kind: str, body: dict[str, Any]) -> None:
+    """As for sales: msgspec refuses each, and so (checked above) does the schema."""
+    with pytest.raises(EnvelopeError):
+        validate_body(kind, body)
+
+
 # -- (d) hostile and malformed payloads are refused ------------------------------------------------
 
 
@@ -536,8 +709,6 @@ def _mutated(base: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[st
         target[path[-1]] = value
     return doc
 
-
-_DELETE = object()
 
 HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("identity", ("sig",), _DELETE),
@@ -595,6 +766,23 @@ HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("sale", ("body", "customer", "token"), TOKEN + "\n"),
     ("sale", ("body", "customer", "name"), "Ayşe"),
     ("sale", ("body", "points"), "21"),
+    ("redemption_request", ("sig",), _DELETE),
+    ("redemption_request", ("schema",), "retail.v1.redemption"),
+    ("redemption_request", ("body", "request_id"), REQUEST_ID.upper()),
+    ("redemption_request", ("body", "request_id"), _DELETE),
+    ("redemption_request", ("body", "reward"), "free coffee"),
+    ("redemption_request", ("body", "customer"), _DELETE),
+    ("redemption_request", ("body", "customer", "token"), TOKEN + "\n"),
+    ("redemption_request", ("body", "approval"), "central"),
+    ("redemption_request", ("body", "receipt"), "<script>"),
+    ("redemption", ("schema",), "retail.v1.redemption_request"),
+    ("redemption", ("body", "approval"), "pending"),
+    ("redemption", ("body", "approval"), _DELETE),
+    ("redemption", ("body", "request_id"), str(uuid.UUID(REQUEST_ID))),
+    ("redemption", ("body", "reward"), {"id": "free-coffee"}),
+    ("redemption", ("body", "customer", "uid"), "04a224e2b55c80"),
+    ("redemption", ("body", "pos"), "pos-01\u2028"),
+    ("redemption", ("body", "points"), -50),
 ]
 
 
@@ -648,9 +836,21 @@ def test_envelope_must_match_its_topic(sealed: Callable[[str], dict[str, Any]]) 
         "retail/v1/s1/n2/event/identity",  # another node's topic
         "retail/v1/s1/n1/event/assist",  # schema is retail.v1.identity
         "retail/v1/s1/n1/status",
+        "retail/v1/s1/n1/request/redemption",
+        "retail/v1/s1/n1/reply",
     ):
         with pytest.raises(ValidationError):
             validate_payload(topic, identity)
+    request = sealed("redemption_request")
+    validate_payload("retail/v1/s1/n1/request/redemption", request)
+    for topic in (
+        "retail/v1/s2/n1/request/redemption",
+        "retail/v1/s1/n2/request/redemption",
+        "retail/v1/s1/n1/event/redemption",
+        "retail/v1/s1/n1/reply",  # a request is not a reply
+    ):
+        with pytest.raises(ValidationError):
+            validate_payload(topic, request)
 
 
 @pytest.mark.parametrize(
@@ -678,3 +878,121 @@ def test_oversized_payload_is_refused(sealed: Callable[[str], dict[str, Any]]) -
     validate_message("identity", padded)  # exactly at the bound: fine
     with pytest.raises(ValidationError, match="bytes"):
         validate_message("identity", padded[:-1] + b" }")
+
+
+# -- (e) the central receiver's reply: plain JSON, decoded by cloud_sync.messages.decode_reply -------
+
+_REPLY = next(e.payload for e in iter_examples() if e.kind == "redemption_reply")
+_REQUEST = next(e.payload for e in iter_examples() if e.kind == "redemption_request")
+
+
+def _reply(**changes: Any) -> bytes:
+    """The reply example with ``changes`` (a value of _DELETE removes that member), as wire bytes."""
+    doc = {k: v for k, v in {**_REPLY, **changes}.items() if v is not _DELETE}
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+#: Replies the node accepts (each decodes, and re-encodes unchanged).
+REPLY_ACCEPTED: list[bytes] = [
+    *[json.dumps(e.payload).encode() for e in iter_examples() if e.kind == "redemption_reply"],
+    _reply(points_balance=_DELETE),
+    _reply(approved=False, reason="card-blocked", points_balance=_DELETE),
+    _reply(approved=False, reason="unknown_reward"),
+    _reply(reason="last-offline-today"),  # a note with an approval
+    _reply(reason="r" * 48),
+    _reply(reason="0"),
+    _reply(points_balance=0),
+    _reply(points_balance=-(10**12)),
+    _reply(points_balance=10**12),
+    b' \n{"approved":false,"request_id":"' + REQUEST_ID.encode() + b'"}\n',
+]
+
+#: Replies the node refuses: decode_reply raises, and the document's schema refuses each, too.
+REPLY_REFUSED: list[bytes] = [
+    # not JSON, or not a JSON object
+    b"",
+    b"approved",
+    b"{",
+    _reply()[:-1],
+    _reply() + b" trailing",
+    b"\xef\xbb\xbf" + _reply(),  # a byte order mark
+    b"\xff" + _reply(),
+    b"null",
+    b"true",
+    b'"approved"',
+    b"1130",
+    b"[]",
+    json.dumps([_REPLY]).encode(),  # an array
+    # unknown members
+    _reply(note="x"),
+    _reply(correlation_data="3q2-7w"),
+    _reply(Approved=True),
+    json.dumps(_REQUEST).encode(),  # a signed request is not a reply
+    # approved: a boolean, required
+    _reply(approved="true"),
+    _reply(approved="yes"),
+    _reply(approved=1),
+    _reply(approved=None),
+    _reply(approved=_DELETE),
+    # request_id: 32 lower-case hex digits, required
+    _reply(request_id=_DELETE),
+    _reply(request_id=REQUEST_ID.upper()),
+    _reply(request_id=str(uuid.UUID(REQUEST_ID))),
+    _reply(request_id=REQUEST_ID + "\n"),
+    _reply(request_id=REQUEST_ID[:-1]),
+    # reason: 1-48 of [a-z0-9_-], starting with a letter or digit
+    _reply(reason="insufficient points"),  # a space
+    _reply(reason="r" * 70),
+    _reply(reason="r" * 49),
+    _reply(reason=""),
+    _reply(reason="Insufficient-points"),
+    _reply(reason="-declined"),
+    _reply(reason="declined\n"),
+    _reply(reason="déclinée"),
+    _reply(reason="<script>"),
+    _reply(reason=["declined"]),
+    _reply(reason=7),
+    # points_balance: an integer within +/- 10**12
+    _reply(points_balance="1130"),
+    _reply(points_balance=True),
+    _reply(points_balance=10**12 + 1),
+    _reply(points_balance=-(10**12) - 1),
+    _reply().replace(b"1130", b"1130.0"),
+    _reply().replace(b"1130", b"1.13e3"),
+    _reply().replace(b"1130", b"NaN"),
+]
+
+
+@pytest.mark.parametrize("payload", REPLY_ACCEPTED)
+def test_reply_accepted_by_the_node_and_the_schema(payload: bytes) -> None:
+    decoded = decode_reply(payload)
+    assert msgspec.to_builtins(decoded) == json.loads(payload)  # nothing dropped or normalised
+    validate_payload(_topic("redemption_reply"), payload)
+    validate_message("redemption_reply", payload)
+
+
+@pytest.mark.parametrize("payload", REPLY_REFUSED)
+def test_malformed_reply_refused_by_the_node_and_the_schema(payload: bytes) -> None:
+    with pytest.raises(EnvelopeError, match="redemption reply"):
+        decode_reply(payload)
+    with pytest.raises(ValidationError):
+        validate_payload(_topic("redemption_reply"), payload)
+
+
+@pytest.mark.parametrize("member", ["reason", "points_balance"])
+def test_null_in_a_reply_is_tolerated_by_the_node_but_not_in_the_contract(member: str) -> None:
+    """decode_reply reads a null as absent; the document says absent members are omitted."""
+    assert decode_reply(_reply(**{member: None})) == decode_reply(_reply(**{member: _DELETE}))
+    with pytest.raises(ValidationError):
+        validate_payload(_topic("redemption_reply"), _reply(**{member: None}))
+
+
+def test_reply_topic_is_any_nodes_but_only_its_shape() -> None:
+    """A reply has no store or node of its own: any node's reply topic validates it, a malformed one not."""
+    for topic in ("retail/v1/s1/n1/reply", "retail/v1/de-ber-017/till-02/reply", "chain-a/x/A/0/reply"):
+        root = topic.rsplit("/", 3)[0]
+        assert route_for_topic(topic, root=root).kind == "redemption_reply"
+        validate_payload(topic, _reply(), root=root)
+    for topic in ("retail/v1/s1/n1/reply/x", "retail/v1/s 1/n1/reply", "retail/v1/s1/n1/replies"):
+        with pytest.raises(ValidationError):
+            validate_payload(topic, _reply())

@@ -6,7 +6,9 @@ The document is the contract with central; this helper makes it executable in th
   ``retail/v1/s1/n1/status``) to the JSON Schema of the message the document declares for it;
 * ``validate_payload(topic, payload)`` checks raw bytes (or a decoded dict) against it and that the
   envelope's ``store``/``node`` are the topic's; ``validate_message(kind, payload)`` does the same by
-  message kind (``identity``, ``assist``, ``status``, ``presence``).
+  message kind (``identity``, ``assist``, ``status``, ``presence``, ``redemption_reply``, ...).
+* ``is_envelope(kind)`` tells signed envelopes from plain messages (the central receiver's replies,
+  which carry no ``store``/``node`` of their own: for them only the topic's shape is checked).
 
 Every mismatch raises ``jsonschema.ValidationError``. Validation is JSON Schema draft 7 with two
 deliberate tightenings, so the check is as strict as the node's own message models and the wire rules:
@@ -47,6 +49,7 @@ __all__ = [
     "Route",
     "ValidationError",
     "decode_payload",
+    "is_envelope",
     "iter_examples",
     "load_document",
     "message_kinds",
@@ -208,6 +211,11 @@ def _validator(payload_pointer: str) -> Validator:
     return validator
 
 
+def is_envelope(kind: str) -> bool:
+    """Whether message ``kind`` is a signed envelope (its payload schema requires ``sig``)."""
+    return "sig" in message_schema(kind).get("required", ())
+
+
 def message_schema(kind: str) -> dict[str, Any]:
     """The payload schema (still containing ``$ref``s into the document) of message ``kind``."""
     _, schema = _follow(load_document(), _channel_for_kind(kind).payload_pointer)
@@ -329,12 +337,14 @@ def validate_message(kind: str, payload: bytes | str | dict[str, Any]) -> dict[s
 def validate_payload(
     topic: str, payload: bytes | str | dict[str, Any], *, root: str = DEFAULT_ROOT
 ) -> dict[str, Any]:
-    """Validate a payload published on ``topic``; returns the decoded envelope.
+    """Validate a payload published on ``topic``; returns the decoded envelope (or plain message).
 
-    Besides the schema, the envelope's ``store`` and ``node`` must be the topic's.
+    Besides the schema, an envelope's ``store`` and ``node`` must be the topic's.
     """
     route = route_for_topic(topic, root=root)
     doc = validate_message(route.kind, payload)
+    if not is_envelope(route.kind):
+        return doc
     for member in ("store", "node"):
         if doc[member] != getattr(route, member):
             raise ValidationError(
