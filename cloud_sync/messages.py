@@ -244,6 +244,15 @@ def decode_reply(payload: bytes) -> RedemptionReply:
         raise EnvelopeError(f"redemption reply: {exc}") from exc
 
 
+class PickupBody(_Body):
+    """A reserved product was collected at this store's till (the cashier scanned the reservation code)."""
+
+    code: Annotated[str, msgspec.Meta(pattern=r"^R[0-9]{8}\Z")]
+    pos: PosId
+    #: the sale's receipt, when the pick-up was paid at the till
+    receipt: Receipt | None = None
+
+
 class OutboxSummary(_Body):
     """The backlog as the node saw it when it sent a status message."""
 
@@ -282,6 +291,7 @@ BODY_MODELS: dict[str, type[_Body]] = {
     "warranty": WarrantyBody,
     "sale": SaleBody,
     "redemption": RedemptionBody,
+    "pickup": PickupBody,
     "redemption_request": RedemptionRequestBody,
     "status": StatusBody,
     "presence": PresenceBody,
@@ -292,6 +302,7 @@ EVENT_CLASSES: dict[str, EventClass] = {
     "assist": EventClass.PROTECTED,
     "sale": EventClass.PROTECTED,
     "redemption": EventClass.PROTECTED,
+    "pickup": EventClass.PROTECTED,
     "signup": EventClass.PROTECTED,
     "reservation": EventClass.PROTECTED,
     "survey": EventClass.PROTECTED,

@@ -212,7 +212,8 @@ class Relay:
         correlation = uuid.uuid4().bytes
         with self._requests_lock:
             self._pending[correlation] = future
-            self._requests.append(_Request(topic, payload, correlation, max(1, round(timeout)), future))
+            # MQTT counts expiry in whole seconds: round down (never outlive the wait by a second), min 1
+            self._requests.append(_Request(topic, payload, correlation, max(1, int(timeout)), future))
         self._poke()
         try:
             return future.result(timeout)

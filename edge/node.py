@@ -40,6 +40,7 @@ from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
 from edge.pos.api import create_pos_app
 from edge.pos.pairing import Pairing
+from edge.pos.pickup import PickupService
 from edge.pos.redeem import OfflineAllowance, RedemptionService
 from edge.pos.sales import RecordedSale, SaleService
 from edge.pos.staff import StaffPin
@@ -338,6 +339,7 @@ class Node:
             self.members,
             node={"store": s.node.store, "node": s.node.id},
             redemptions=redemptions,
+            pickups=PickupService(self.outbox),
             staff=StaffPin(data_dir, max_failures=s.pos.pair_max_failures, lockout=s.pos.pair_lockout),
         )
         server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)

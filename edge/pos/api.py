@@ -22,6 +22,7 @@ from edge.admin import problem
 from edge.members import MemberDirectory
 from edge.pos.events import CONSOLE_PATHS, CashierFeed, register_events
 from edge.pos.pairing import Pairing, PairingRefused
+from edge.pos.pickup import PickupService
 from edge.pos.redeem import NoMemberPresent, RedemptionService
 from edge.pos.sale import SaleInvalid
 from edge.pos.sales import ReceiptConflict, SaleService
@@ -56,6 +57,7 @@ def create_pos_app(
     events: CashierFeed | None = None,
     redemptions: RedemptionService | None = None,
     staff: StaffPin | None = None,
+    pickups: PickupService | None = None,
 ) -> Flask:
     """Build the POS API around the node's services."""
     app = Flask("kiosk_edge_pos", static_folder=None)  # an API: no static files, ever
@@ -124,6 +126,12 @@ def create_pos_app(
 
     if staff is not None:
         _install_staff_page(app, staff, pairing, node.get("node", "this node"))
+
+    if pickups is not None:
+
+        @app.post("/pos/v1/reservations/<code>/pickup")
+        def post_pickup(code: str) -> Response:
+            return _pick_up(pickups, code)
 
     if redemptions is not None:
 
@@ -197,6 +205,28 @@ def _idempotency_key() -> str | Response:
             "send a unique id for this request as the Idempotency-Key header: 4-48 letters, digits or '-'",
         )
     return key
+
+
+def _pick_up(pickups: PickupService, code: str) -> Response:
+    """POST /pos/v1/reservations/{code}/pickup: 201 recorded, 200 recorded before (same answer)."""
+    try:
+        result = pickups.pick_up(g.pos_id, code, request.get_data(cache=False))
+    except SaleInvalid as exc:
+        errors = [_err(e.field, e.problem) for e in exc.errors]
+        return _problem(422, "invalid-pickup", "Invalid pick-up", f"{len(errors)} problem(s)", errors=errors)
+    except OutboxFull as exc:
+        response = _problem(507, "outbox-full", "Not recorded: storage full", str(exc), alarm="outbox_full")
+        response.headers["Retry-After"] = "30"
+        return response
+    except (OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
+        response = _problem(503, "not-accepted", "Not recorded", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
+    response = jsonify(result.response)
+    response.status_code = 200 if result.replayed else 201
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def _redeem(redemptions: RedemptionService) -> Response:
