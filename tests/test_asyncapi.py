@@ -124,6 +124,7 @@ BODIES: dict[str, dict[str, Any]] = {
         "approval": "central",
         "receipt": "RC-2025-0002",
     },
+    "pickup": {"code": "R00000427", "pos": "pos-01", "receipt": "RC-2025-0003"},
 }
 
 
@@ -361,7 +362,7 @@ def test_non_ascii_text_validates(signing_key: SigningKey) -> None:
 
 def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningKey) -> None:
     """What the outbox stores (topic and payload bytes) is what the document describes."""
-    kinds = ["identity", "assist", "status", "sale", "redemption"]
+    kinds = ["identity", "assist", "status", "sale", "redemption", "pickup"]
     with Outbox(tmp_path / "outbox.sqlite3", Signer(signing_key, "s1", "n1"), "retail/v1") as outbox:
         for kind in kinds:
             outbox.accept(kind, BODIES[kind])
@@ -547,6 +548,79 @@ REDEMPTION_REFUSED: list[tuple[str, dict[str, Any]]] = [
     *_both(receipt=1234),
 ]
 
+_PICKUP = BODIES["pickup"]
+
+
+def _pickup(**changes: Any) -> dict[str, Any]:
+    """The pick-up body with ``changes`` (a value of _DELETE removes that member)."""
+    return {k: v for k, v in {**_PICKUP, **changes}.items() if v is not _DELETE}
+
+
+#: Pick-up bodies both the model and the schema refuse (``test_refused_pickup_bodies``: the model side).
+PICKUP_REFUSED: list[dict[str, Any]] = [
+    # a code of another shape: R + 8 ASCII digits (7 + the check digit), upper case, nothing around it
+    _pickup(code="r00000427"),  # lower case: the node upper-cases what the till sends before recording
+    _pickup(code="R000004270"),  # 9 digits
+    _pickup(code="R0000042"),  # 7 digits: the check digit missing
+    _pickup(code="00000427"),
+    _pickup(code="RR0000427"),
+    _pickup(code="M0000000427"),  # a member code
+    _pickup(code="R 0000042 7"),
+    _pickup(code="R-0000042-7"),
+    _pickup(code="R0000042x"),
+    _pickup(code=" R00000427"),
+    _pickup(code="R00000427\n"),
+    _pickup(code="R00000427\x00"),
+    _pickup(code="R" + "\uff10" * 7 + "\uff17"),  # fullwidth digits
+    _pickup(code="R" + "\u0660" * 7 + "\u0667"),  # Arabic-Indic digits
+    _pickup(code=""),
+    _pickup(code=427),
+    _pickup(code=["R00000427"]),
+    _pickup(code=None),
+    _pickup(code=_DELETE),
+    # the POS id: required, an identifier
+    _pickup(pos=_DELETE),
+    _pickup(pos=None),
+    _pickup(pos=""),
+    _pickup(pos="pos 1"),
+    _pickup(pos="-pos"),
+    _pickup(pos="p" * 65),
+    _pickup(pos=1),
+    # unknown members: the reservation's own members, personal data, a customer
+    _pickup(item={"gtin": "04006381333931", "quantity": 2}),
+    _pickup(pickup_date="2025-11-23"),
+    _pickup(name="Jan"),
+    _pickup(member_token=TOKEN),
+    _pickup(customer={"source": "nfc", "token": TOKEN}),
+    _pickup(picked_up_at="2025-11-21T09:36:47.118Z"),
+    _pickup(Code="R00000427"),
+    # a bad receipt
+    _pickup(receipt="RC 0003"),
+    _pickup(receipt="RC1"),
+    _pickup(receipt="R" * 49),
+    _pickup(receipt=""),
+    _pickup(receipt="RC-0003\n"),
+    _pickup(receipt="RC_0003"),
+    _pickup(receipt="RC-0003ü"),
+    _pickup(receipt=1234),
+    _pickup(receipt=["RC-2025-0003"]),
+    # hostile strings
+    _pickup(code="R00000427'; DROP TABLE pickups; --"),
+    _pickup(code="<script>alert(1)</script>"),
+    _pickup(code="R00000427\u2028"),
+    _pickup(pos="pos-01\n"),
+    _pickup(pos="pos/01"),
+    _pickup(pos="pos+01"),
+    _pickup(pos="pos#01"),
+    _pickup(pos="pos-01\u2028"),
+    _pickup(pos="pos-01\x1b[2J"),
+    _pickup(receipt="<script>alert(1)</script>"),
+    _pickup(receipt="RC-0003'; DROP TABLE ledger; --"),
+    _pickup(receipt="RC-0003\x00"),
+    _pickup(receipt="RC-0003\u2029"),
+    _pickup(receipt="../../etc/passwd"),
+]
+
 BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("identity", {"source": "barcode", "token": TOKEN, "device": "scanner0"}),
     ("identity", {"source": "NFC", "token": TOKEN, "device": "nfc0"}),
@@ -650,6 +724,15 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     *_both(customer={"source": "typed", "token": TOKEN}),
     *_both(customer={"source": "barcode", "token": TOKEN, "code_token": CODE_TOKEN}),
     *REDEMPTION_REFUSED,
+    ("pickup", _PICKUP),
+    ("pickup", _pickup(receipt=_DELETE)),  # not paid at the till
+    ("pickup", _pickup(receipt=None)),  # the model drops it: never on the wire
+    ("pickup", _pickup(code="R00000000", pos="0", receipt="0000")),
+    ("pickup", _pickup(code="R99999992", pos="p" * 64, receipt="R" * 48)),
+    ("pickup", _pickup(pos="POS_2.b-9", receipt="rc-2025-0003")),
+    # the check digit is the node's job (the POS API refuses a wrong one): the model and schema check shape
+    ("pickup", _pickup(code="R00000428")),
+    *[("pickup", body) for body in PICKUP_REFUSED],
 ]
 
 
@@ -682,6 +765,13 @@ def test_refused_redemption_bodies(kind: str, body: dict[str, Any]) -> None:
     """As for sales: msgspec refuses each, and so (checked above) does the schema."""
     with pytest.raises(EnvelopeError):
         validate_body(kind, body)
+
+
+@pytest.mark.parametrize("body", PICKUP_REFUSED)
+def test_refused_pickup_bodies(body: dict[str, Any]) -> None:
+    """As for sales: msgspec refuses each, and so (checked above) does the schema."""
+    with pytest.raises(EnvelopeError):
+        validate_body("pickup", body)
 
 
 # -- (d) hostile and malformed payloads are refused ------------------------------------------------
@@ -783,6 +873,18 @@ HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("redemption", ("body", "customer", "uid"), "04a224e2b55c80"),
     ("redemption", ("body", "pos"), "pos-01\u2028"),
     ("redemption", ("body", "points"), -50),
+    ("pickup", ("schema",), "retail.v1.reservation"),
+    ("pickup", ("schema",), "retail.v1.sale"),
+    ("pickup", ("sig",), _DELETE),
+    ("pickup", ("body", "code"), "r00000427"),
+    ("pickup", ("body", "code"), "R000004270"),
+    ("pickup", ("body", "code"), _DELETE),
+    ("pickup", ("body", "pos"), _DELETE),
+    ("pickup", ("body", "pos"), "pos-01\u2028"),
+    ("pickup", ("body", "receipt"), "<script>"),
+    ("pickup", ("body", "receipt"), None),
+    ("pickup", ("body", "item"), {"sku": "ART-1234"}),
+    ("pickup", ("body", "customer"), {"source": "nfc", "token": TOKEN}),
 ]
 
 
@@ -841,6 +943,16 @@ def test_envelope_must_match_its_topic(sealed: Callable[[str], dict[str, Any]]) 
     ):
         with pytest.raises(ValidationError):
             validate_payload(topic, identity)
+    pickup = sealed("pickup")
+    validate_payload("retail/v1/s1/n1/event/pickup", pickup)
+    for topic in (
+        "retail/v1/s2/n1/event/pickup",
+        "retail/v1/s1/n2/event/pickup",
+        "retail/v1/s1/n1/event/reservation",  # schema is retail.v1.pickup
+        "retail/v1/s1/n1/event/sale",
+    ):
+        with pytest.raises(ValidationError):
+            validate_payload(topic, pickup)
     request = sealed("redemption_request")
     validate_payload("retail/v1/s1/n1/request/redemption", request)
     for topic in (
