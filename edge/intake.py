@@ -18,7 +18,7 @@ from cloud_sync.errors import CloudSyncError
 from cloud_sync.outbox import Outbox
 from edge.devices.cardread import CardRead
 from edge.identity import Pseudonymizer
-from edge.notify import IdentityNotice, Notifier, ScanNotice
+from edge.notify import AssistNotice, IdentityNotice, Notifier, ScanNotice
 from edge.scancodes import classify
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class Intake:
         message = self._accept("assist", {"source": "button", "device": device[:64]})
         log.info("assistance request queued as event seq %d", message.seq)
         self._feedback("assist")
+        self._notifier.publish(AssistNotice(device, message.id, message.seq))
         return message
 
     def _accept(self, event_type: str, body: dict[str, object]) -> SignedMessage:

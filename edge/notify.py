@@ -46,7 +46,17 @@ class ScanNotice:
     at: float = field(default_factory=time.time)
 
 
-Notice = IdentityNotice | ScanNotice
+@dataclass(frozen=True, slots=True)
+class AssistNotice:
+    """The assistance button was pressed (already an accepted ``assist`` event)."""
+
+    device: str
+    event_id: str
+    seq: int
+    at: float = field(default_factory=time.time)
+
+
+Notice = IdentityNotice | ScanNotice | AssistNotice
 Subscriber = Callable[[Notice], object]
 
 

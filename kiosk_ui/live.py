@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.notify import Notice, Notifier, ScanNotice
+from edge.notify import IdentityNotice, Notice, Notifier, ScanNotice
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class LiveFeed:
                     self._product = (notice.value, self._clock())
                 self.broadcast("product", {"gtin": notice.value})
             return
+        if not isinstance(notice, IdentityNotice):
+            return  # an assistance press: for the cashier's screen, not the customer's
         # No member cache yet (it is filled from the central receiver): every identity is "pending",
         # i.e. "your points will update shortly". "unknown" is for a directory that says "not a member".
         visitor = Visitor("pending", notice.source, notice.token, self._clock())

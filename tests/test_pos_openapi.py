@@ -35,6 +35,7 @@ from cloud_sync.outbox import Outbox, OutboxUnavailable
 from edge.identity import Pseudonymizer
 from edge.members import MemberDirectory, MemberSummary
 from edge.pos.api import MAX_BODY, create_pos_app
+from edge.pos.events import CashierFeed
 from edge.pos.pairing import Pairing
 from edge.pos.sale import validate_sale
 from edge.pos.sales import SaleService
@@ -375,11 +376,15 @@ def node(tmp_path: Path) -> Iterator[Node]:
         tmp_path / "outbox.sqlite3", Signer(SigningKey.generate(), "store-1", "node-1"), "retail/v1"
     )
     sales = SaleService(outbox, till, members)
-    app = create_pos_app(pairing, till, sales, members, node={"store": "store-1", "node": "node-1"})
+    feed = CashierFeed()
+    app = create_pos_app(
+        pairing, till, sales, members, node={"store": "store-1", "node": "node-1"}, events=feed
+    )
     token = pairing.pair(pairing.new_code().code, "front-till", "Front till")
     try:
         yield Node(app, app.test_client(), pairing, clock, sales, token)
     finally:
+        feed.close()
         outbox.close()
         pairing.close()
 
