@@ -39,6 +39,7 @@ from edge.members import MemberDirectory
 from edge.metrics import NodeCollector, make_registry
 from edge.notify import Notifier
 from edge.pos.api import create_pos_app
+from edge.pos.events import CashierFeed
 from edge.pos.pairing import Pairing
 from edge.pos.pickup import PickupService
 from edge.pos.redeem import OfflineAllowance, RedemptionService
@@ -206,6 +207,7 @@ class Node:
         self.till: TillSession
         self._sales: SaleService
         self._feed: LiveFeed
+        self._cashier: CashierFeed
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -318,7 +320,10 @@ class Node:
             lockout=s.pos.pair_lockout,
         )
         self._stack.callback(pairing.close)
-        self.till = TillSession(pseudonymizer, s.pos.session_window)
+        cashier = CashierFeed(self.notifier)  # subscribes itself to scans and assistance presses
+        self._cashier = cashier
+        self.till = TillSession(pseudonymizer, s.pos.session_window, on_change=cashier.customer_changed)
+        cashier.follow(self.till)
         self._stack.callback(self.notifier.subscribe(self.till.on_notice))
         sales = SaleService(self.outbox, self.till, self.members, on_recorded=self._sale_recorded)
         self._sales = sales
@@ -340,10 +345,14 @@ class Node:
             node={"store": s.node.store, "node": s.node.id},
             redemptions=redemptions,
             pickups=PickupService(self.outbox),
+            events=cashier,
             staff=StaffPin(data_dir, max_failures=s.pos.pair_max_failures, lockout=s.pos.pair_lockout),
         )
         server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)
         self._stack.callback(server.stop)
+        self._stack.callback(
+            cashier.close
+        )  # unwinds first: ends the cashier streams the server would wait for
         return server
 
     def _sale_recorded(self, sale: RecordedSale) -> None:
@@ -514,6 +523,7 @@ class Node:
         alarms = self._device_alarms()
         if alarms != previous:
             self.relay.refresh_presence()  # central sees "reader absent" now, not at the next heartbeat
+        self._cashier.set_alarms((["outbox_full"] if self.outbox.full else []) + alarms)  # sends only changes
         if self._feedback is not None:
             if alarms or self.outbox.full:
                 self._feedback.show("fault")

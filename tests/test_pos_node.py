@@ -213,3 +213,30 @@ def test_a_sale_that_asks_for_the_survey_opens_it_on_the_kiosk(tmp_path: Path) -
             assert "event: survey" in text and '"receipt":"RC-2002"' in text and "RC-2001" not in text
         finally:
             screen.close()
+
+
+def test_the_cashier_stream_of_a_real_node(tmp_path: Path) -> None:
+    uid = "04A1B2C3D4E5F6"
+    with NodeProcess(tmp_path / "node", f"mqtt://127.0.0.1:{free_port()}") as node:
+        code = node.cli("pair").stdout.splitlines()[0].split(":", 1)[1].replace(" ", "")
+        status, body, _ = _call(
+            node.pos_port, "POST", "/pos/v1/pair", {"code": code, "pos_id": "t", "name": "T"}
+        )
+        assert status == 201
+        screen = http.client.HTTPConnection("127.0.0.1", node.pos_port, timeout=10)
+        try:
+            screen.request("GET", "/pos/v1/events", headers={"Authorization": f"Bearer {body['token']}"})
+            stream = screen.getresponse()
+            assert stream.status == 200
+            seen = b""
+            assert node.cli("sim", "tap", uid).returncode == 0
+            assert node.cli("sim", "button").returncode == 0
+            assert node.cli("sim", "scan", "4006381333931").returncode == 0
+            while b"4006381333931" not in seen:
+                seen += stream.readline()
+            text = seen.decode()
+            assert "event: customer" in text and '"present":true' in text
+            assert "event: assist" in text and "4006381333931" in text
+            assert uid.lower() not in text.lower()
+        finally:
+            screen.close()
