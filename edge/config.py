@@ -206,6 +206,15 @@ class PosSection(_Section):
     redemption_timeout: Annotated[float, msgspec.Meta(ge=0.5, le=30)] = 3.0
     #: rewards per member per day handed over without the central receiver's answer (0 = never)
     offline_redemptions_per_day: Annotated[int, msgspec.Meta(ge=0, le=10)] = 1
+    #: serve the POS API over TLS with this certificate (PEM, with its chain) and key; both or neither
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file: set both tls_cert_file and tls_key_file, or neither")
+        _check_readable("tls_cert_file", self.tls_cert_file)
+        _check_readable("tls_key_file", self.tls_key_file)
 
 
 class AdminSection(_Section):

@@ -30,7 +30,7 @@ from edge.devices.cardread import CardRead, member_code_in
 from edge.devices.gpio import GpioFeedback, GpioPins
 from edge.devices.sim import SimButton, SimCardReader, SimScanner
 from edge.feedback import FeedbackService
-from edge.httpserver import WsgiServer
+from edge.httpserver import TlsWsgiServer, WsgiServer
 from edge.identity import Pseudonymizer
 from edge.intake import Intake, ScanOutcome
 from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
@@ -310,7 +310,7 @@ class Node:
             self.relay.options.display_url,
         )
 
-    def _make_pos(self, data_dir: Path, pseudonymizer: Pseudonymizer) -> WsgiServer:
+    def _make_pos(self, data_dir: Path, pseudonymizer: Pseudonymizer) -> WsgiServer | TlsWsgiServer:
         """The POS API on the shop LAN: pairing, the till session, sales."""
         s = self.settings
         pairing = Pairing(
@@ -348,7 +348,19 @@ class Node:
             events=cashier,
             staff=StaffPin(data_dir, max_failures=s.pos.pair_max_failures, lockout=s.pos.pair_lockout),
         )
-        server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)
+        server: WsgiServer | TlsWsgiServer
+        if s.pos.tls_cert_file is not None and s.pos.tls_key_file is not None:
+            server = TlsWsgiServer(
+                app,
+                s.pos.host,
+                s.pos.port,
+                name="POS API",
+                setting="pos.port",
+                cert=s.pos.tls_cert_file,
+                key=s.pos.tls_key_file,
+            )
+        else:
+            server = WsgiServer(app, s.pos.host, s.pos.port, name="POS API", setting="pos.port", threads=8)
         self._stack.callback(server.stop)
         self._stack.callback(
             cashier.close
