@@ -5,40 +5,52 @@ every operation, every example valid against its schema and the sale rules); the
 Flask app's routes (no undocumented route, no documented one missing); and the document against the
 real app over real pairing, till and outbox services: every example request gets a documented answer, and
 every documented status of every operation is produced and its body, content type and headers match.
+
+The app is built with every optional service the node passes (``edge.node.Node._make_pos``): reward
+redemptions (whose central receiver is a stand-in that checks the signed request and answers like the real
+one), reservation pick-ups, the staff pairing page (with a PIN set) and the cashier's event feed, so the
+route check covers every operation the node serves.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
-from nacl.signing import SigningKey
+from nacl.signing import SigningKey, VerifyKey
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from werkzeug.test import TestResponse
 
-from cloud_sync.codes import normalize_member_code
-from cloud_sync.envelope import Signer
+from cloud_sync.codes import make_reservation_code, normalize_member_code
+from cloud_sync.envelope import Signer, verify
 from cloud_sync.errors import OutboxClosed, OutboxFull
 from cloud_sync.loyalty import points_for
 from cloud_sync.outbox import Outbox, OutboxUnavailable
+from cloud_sync.relay import RequestUnavailable
 from edge.identity import Pseudonymizer
 from edge.members import MemberDirectory, MemberSummary
 from edge.pos.api import MAX_BODY, create_pos_app
 from edge.pos.events import CashierFeed
 from edge.pos.pairing import Pairing
+from edge.pos.pickup import PickupService
+from edge.pos.redeem import OfflineAllowance, RedemptionService
 from edge.pos.sale import validate_sale
 from edge.pos.sales import SaleService
+from edge.pos.staff import PIN_FILE, StaffPin, set_pin
 from edge.pos.till import TillSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,9 +127,17 @@ def media_examples(media: dict[str, Any]) -> list[tuple[str, Any]]:
     return found
 
 
-def request_examples(path: str, method: str) -> list[tuple[str, Any]]:
-    body = operation(path, method).get("requestBody", {}).get("content", {}).get("application/json", {})
+def request_examples(path: str, method: str, media_type: str = "application/json") -> list[tuple[str, Any]]:
+    body = operation(path, method).get("requestBody", {}).get("content", {}).get(media_type, {})
     return media_examples(body)
+
+
+def is_page(op: dict[str, Any]) -> bool:
+    """An HTML page for a person (the staff page): it refuses in HTML too, not with a problem document."""
+    if "200" not in op["responses"]:
+        return False
+    ok, _ = deref(op["responses"]["200"], "")
+    return "text/html" in ok.get("content", {})
 
 
 @dataclass(frozen=True)
@@ -190,12 +210,24 @@ def test_servers_security_and_overview() -> None:
         "minor units",  # money
         "negative",  # returns
         "attached to them",  # the customer at the till
+        "offline allowance",  # rewards
+        "once per code",  # pick-ups
+        "`/pos/staff`",  # the staff pairing page, public
     ):
         assert needed in overview, needed
     assert {"Problem", "FieldError", "SaleRequest", "SaleLine", "SaleResponse", "TillState"} <= set(
         DOC["components"]["schemas"]
     )
     assert {"MemberSummary", "PairRequest", "PairResponse"} <= set(DOC["components"]["schemas"])
+    assert {
+        "RedemptionRequest",
+        "RedemptionResponse",
+        "RedemptionApproved",
+        "RedemptionDeclined",
+        "PickupRequest",
+        "PickupResponse",
+        "StaffPinForm",
+    } <= set(DOC["components"]["schemas"])
 
 
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
@@ -209,7 +241,11 @@ def test_every_operation_is_described(path: str, method: str) -> None:
         assert unauthorised["headers"]["WWW-Authenticate"]["required"] is True
     for status, entry in op["responses"].items():
         response, _ = deref(entry, "")
-        if int(status) >= 400:
+        if int(status) >= 400 and "text/html" in response["content"]:
+            assert is_page(op), f"{method.upper()} {path} {status}: HTML from an API operation"
+            assert list(response["content"]) == ["text/html"]
+            assert media_examples(response["content"]["text/html"]), f"{status}: no example"
+        elif int(status) >= 400:
             media = response["content"]["application/problem+json"]
             assert media["schema"]["allOf"][0] == {"$ref": "#/components/schemas/Problem"}
             assert media_examples(media), f"{method.upper()} {path} {status}: no example"
@@ -226,7 +262,8 @@ def test_operation_ids_are_unique() -> None:
 def test_every_operation_has_an_example_request(path: str, method: str) -> None:
     op = operation(path, method)
     if "requestBody" in op:
-        assert request_examples(path, method), "an operation with a body needs a JSON example body"
+        for media_type, media in op["requestBody"]["content"].items():
+            assert media_examples(media), f"an operation with a body needs an example body ({media_type})"
     else:
         example = op["x-example-request"]
         assert example["method"] == method.upper()
@@ -301,6 +338,45 @@ class Clock:
 
 
 MEMBER = MemberSummary("M1234567894", "Ana", "gold", 1240, ("free-coffee",))
+#: The staff PIN set on the node: the document's example PIN, so the example request shows a code.
+PIN = "246810"
+REDEMPTION_TOPIC = "retail/v1/store-1/node-1/request/redemption"
+REDEMPTION_TIMEOUT = 3.0
+TODAY = dt.date(2026, 11, 26)
+
+
+@dataclass
+class Central:
+    """The central receiver's redemption responder (a ``Requester``): checks the signed request, answers.
+
+    ``mode``: ``approve`` (with the balance after it), ``decline`` (``insufficient-points``), ``offline``
+    (the relay has no broker connection) or ``timeout`` (no answer in time).
+    """
+
+    verify_key: VerifyKey
+    mode: str = "approve"
+    asked: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, topic: str, payload: bytes, timeout: float) -> bytes:
+        assert (topic, timeout) == (REDEMPTION_TOPIC, REDEMPTION_TIMEOUT)
+        envelope = verify(payload, self.verify_key)  # a forged or altered request would raise here
+        assert envelope["schema"].endswith("redemption_request"), envelope["schema"]
+        request = envelope["body"]
+        self.asked.append(request)
+        if self.mode == "offline":
+            raise RequestUnavailable("not connected to the broker")
+        if self.mode == "timeout":
+            raise TimeoutError("no answer within 3 s")
+        if self.mode == "approve":
+            reply = {"request_id": request["request_id"], "approved": True, "points_balance": 1140}
+        else:
+            reply = {
+                "request_id": request["request_id"],
+                "approved": False,
+                "reason": "insufficient-points",
+                "points_balance": 40,
+            }
+        return json.dumps(reply).encode()
 
 
 @dataclass
@@ -313,6 +389,10 @@ class Node:
     clock: Clock
     sales: SaleService
     token: str
+    central: Central
+    redemptions: RedemptionService
+    pickups: PickupService
+    staff_dir: Path
     seen: set[tuple[str, str, int]] = field(default_factory=set)
 
     def call(
@@ -321,18 +401,27 @@ class Node:
         method: str,
         *,
         json_body: Any = None,
+        form: dict[str, str] | None = None,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
         auth: bool = True,
     ) -> TestResponse:
-        """Send a request and check the answer against the document's entry for ``path`` and ``method``."""
+        """Send a request and check the answer against the document's entry for ``path`` and ``method``.
+
+        ``path`` is the documented path; ``params`` fill in its path parameters.
+        """
         sent = dict(headers or {})
         if auth:
             sent["Authorization"] = f"Bearer {self.token}"
         if json_body is not None:
             data = json.dumps(json_body).encode()
             sent.setdefault("Content-Type", "application/json")
-        response = self.client.open(path, method=method.upper(), data=data, headers=sent)
+        elif form is not None:
+            data = urlencode(form).encode()
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        url = path.format_map(params) if params else path
+        response = self.client.open(url, method=method.upper(), data=data, headers=sent)
         check_answer(path, method, response)
         self.seen.add((path, method, response.status_code))
         return response
@@ -372,20 +461,41 @@ def node(tmp_path: Path) -> Iterator[Node]:
     till = TillSession(pseudonymizer)
     members = MemberDirectory()
     members.remember(pseudonymizer.barcode_token(MEMBER.member_code), MEMBER)
-    outbox = Outbox(
-        tmp_path / "outbox.sqlite3", Signer(SigningKey.generate(), "store-1", "node-1"), "retail/v1"
-    )
+    key = SigningKey.generate()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", Signer(key, "store-1", "node-1"), "retail/v1")
     sales = SaleService(outbox, till, members)
     feed = CashierFeed()
+    # what edge.node passes: the allowance in the pairing database, 1 offline reward per member per day
+    allowance = OfflineAllowance(tmp_path / "pairing.sqlite3", 1, today=lambda: TODAY)
+    central = Central(key.verify_key)
+    redemptions = RedemptionService(
+        outbox, till, central, REDEMPTION_TOPIC, allowance, timeout=REDEMPTION_TIMEOUT
+    )
+    pickups = PickupService(outbox)
+    staff_dir = tmp_path / "staff"
+    staff_dir.mkdir()
+    set_pin(staff_dir, PIN)
+    staff = StaffPin(staff_dir, max_failures=5, lockout=300.0, clock=clock)  # the node's defaults
     app = create_pos_app(
-        pairing, till, sales, members, node={"store": "store-1", "node": "node-1"}, events=feed
+        pairing,
+        till,
+        sales,
+        members,
+        node={"store": "store-1", "node": "node-1"},
+        redemptions=redemptions,
+        pickups=pickups,
+        events=feed,
+        staff=staff,
     )
     token = pairing.pair(pairing.new_code().code, "front-till", "Front till")
     try:
-        yield Node(app, app.test_client(), pairing, clock, sales, token)
+        yield Node(
+            app, app.test_client(), pairing, clock, sales, token, central, redemptions, pickups, staff_dir
+        )
     finally:
         feed.close()
         outbox.close()
+        allowance.close()
         pairing.close()
 
 
@@ -429,25 +539,34 @@ def _live_body(path: str, body: Any, node: Node) -> Any:
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
 def test_example_requests_are_accepted(node: Node, path: str, method: str) -> None:
     op = operation(path, method)
-    headers = {}
+    headers, params = {}, {}
     for entry in op.get("parameters", []):
         param, _ = deref(entry, "")
         if param["in"] == "header":
             headers[param["name"]] = param["example"]
-    examples = request_examples(path, method)
-    if not examples:
+        elif param["in"] == "path":
+            params[param["name"]] = param["example"]
+    if path == "/pos/v1/redemptions":  # a reward is for the customer present
+        node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
+    content = op.get("requestBody", {}).get("content", {})
+    if not content:
         example = op["x-example-request"]
-        response = node.call(path, method, auth="Authorization" in example.get("headers", {}))
+        response = node.call(path, method, params=params, auth="Authorization" in example.get("headers", {}))
         assert 200 <= response.status_code < 300
         return
-    for i, (name, body) in enumerate(examples):
+    [(media_type, media)] = content.items()
+    for i, (name, body) in enumerate(media_examples(media)):
         sent = dict(headers)
         if "Idempotency-Key" in sent:
-            sent["Idempotency-Key"] += f"-{i}"  # each example is its own sale
-        response = node.call(
-            path, method, json_body=_live_body(path, body, node), headers=sent, auth=is_protected(op)
-        )
-        assert 200 <= response.status_code < 300, f"example {name}: {response.get_json()}"
+            sent["Idempotency-Key"] += f"-{i}"  # each example is its own sale (or redemption)
+        if media_type == "application/x-www-form-urlencoded":
+            response = node.call(path, method, form=body, headers=sent, auth=is_protected(op))
+        else:
+            live = _live_body(path, body, node)
+            response = node.call(
+                path, method, json_body=live, headers=sent, params=params, auth=is_protected(op)
+            )
+        assert 200 <= response.status_code < 300, f"example {name}: {response.get_data()!r}"
 
 
 def _assert_all_statuses_produced(node: Node, path: str, method: str) -> None:
@@ -474,12 +593,17 @@ def _problem_type(response: TestResponse) -> str:
 
 
 def _unauthorised(
-    node: Node, path: str, method: str, json_body: Any = None, headers: dict[str, str] | None = None
+    node: Node,
+    path: str,
+    method: str,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> None:
     """No token, an unknown token, a token without the Bearer scheme: 401 with a WWW-Authenticate header."""
     for auth in ({}, {"Authorization": "Bearer kpos_not-a-paired-till"}, {"Authorization": node.token}):
         sent = {**(headers or {}), **auth}
-        response = node.call(path, method, auth=False, headers=sent, json_body=json_body)
+        response = node.call(path, method, auth=False, headers=sent, json_body=json_body, params=params)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer ")
         assert response.get_json() == documented_example(path, method, 401)
@@ -619,3 +743,211 @@ def test_sale_answers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_openapi_document_answers(node: Node) -> None:
     node.call("/pos/v1/openapi.json", "get", auth=False)
     _assert_all_statuses_produced(node, "/pos/v1/openapi.json", "get")
+
+
+def _outbox_failures(*extra: Exception) -> list[Exception]:
+    """What the outbox raises when it does not take an event: full, closing, broken (then ``extra``)."""
+    return [
+        OutboxFull("redemption", 50000, 104857600),
+        OutboxClosed("the outbox is closing and accepts no new events"),
+        OutboxUnavailable("disk I/O error"),
+        *extra,
+    ]
+
+
+def test_redemption_answers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, method = "/pos/v1/redemptions", "post"
+    examples = dict(request_examples(path, method))
+    body = examples["with-receipt"]
+    key = {"Idempotency-Key": "T1-20261126-0042-R1"}
+
+    nobody = node.call(path, method, json_body=body, headers=key)
+    assert nobody.get_json() == documented_example(path, method, 409, "no-member")
+    assert node.central.asked == [], "nothing is asked without a member present"
+    node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
+
+    approved = node.call(path, method, json_body=body, headers=key)
+    assert approved.status_code == 201
+    assert "Idempotent-Replayed" not in approved.headers
+    [asked] = node.central.asked
+    assert (asked["reward"], asked["receipt"], asked["pos"]) == (
+        body["reward"],
+        body["receipt"],
+        "front-till",
+    )
+    answer = approved.get_json()
+    expected = documented_example(path, method, 201, "central")
+    assert answer == {**expected, "request_id": asked["request_id"], "event_id": answer["event_id"]}
+    assert node.call("/pos/v1/till", "get").get_json()["customer"] is not None, "the customer stays present"
+    replay = node.call(path, method, json_body=body, headers=key)
+    assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
+    assert replay.get_json() == answer
+    assert len(node.central.asked) == 1, "a replay asks nothing and hands nothing over"
+    conflict = node.call(path, method, json_body=examples["reward-only"], headers=key)
+    assert conflict.get_json() == documented_example(path, method, 409, "receipt-conflict")
+
+    def ask(mode: str, n: int) -> TestResponse:
+        node.central.mode = mode
+        return node.call(path, method, json_body=body, headers={"Idempotency-Key": f"T1-20261126-0042-R{n}"})
+
+    declined = ask("decline", 2)
+    assert declined.status_code == 200
+    assert "Idempotent-Replayed" not in declined.headers
+    request_id = node.central.asked[-1]["request_id"]
+    assert declined.get_json() == {
+        **documented_example(path, method, 200, "declined"),
+        "request_id": request_id,
+    }
+    again = ask("decline", 2)
+    assert node.central.asked[-1]["request_id"] != request_id, "a decline is not stored: a retry asks again"
+    assert again.get_json()["reason"] == "insufficient-points"
+
+    offline = ask("offline", 3)  # today's offline allowance: one reward
+    assert offline.status_code == 201
+    answer = offline.get_json()
+    expected = documented_example(path, method, 201, "offline")
+    request_id = node.central.asked[-1]["request_id"]
+    assert answer == {**expected, "request_id": request_id, "event_id": answer["event_id"]}
+    for mode, n in (("offline", 4), ("timeout", 5)):
+        used_up = ask(mode, n)
+        request_id = node.central.asked[-1]["request_id"]
+        assert used_up.get_json() == {**documented_example(path, method, 200, mode), "request_id": request_id}
+
+    node.central.mode = "approve"
+    for bad_key in (
+        {},
+        {"Idempotency-Key": "R1"},
+        {"Idempotency-Key": "T1_R1"},
+        {"Idempotency-Key": "x" * 49},
+    ):
+        response = node.call(path, method, json_body=body, headers=bad_key)
+        assert response.get_json() == documented_example(path, method, 400)
+    key = {"Idempotency-Key": "T1-20261126-0042-R6"}
+    invalid = node.call(path, method, json_body={"reward": "Free coffee", "points": 100}, headers=key)
+    assert invalid.get_json() == documented_example(path, method, 422, "invalid")
+    not_json = node.call(path, method, data=b"reward=free-coffee", headers=key)
+    assert not_json.get_json() == documented_example(path, method, 422, "not-json")
+    big = json.dumps({"reward": "x" * MAX_BODY}).encode()
+    assert node.call(path, method, data=big, headers=key).status_code == 413
+    _unauthorised(node, path, method, json_body=body, headers=key)
+
+    failures = _outbox_failures()
+
+    def refuse(*_args: Any) -> Any:
+        raise failures.pop(0)
+
+    monkeypatch.setattr(node.redemptions, "redeem", refuse)
+    full = node.call(path, method, json_body=body, headers=key)
+    assert full.get_json() == documented_example(path, method, 507)
+    assert full.headers["Retry-After"] == "30"
+    closing = node.call(path, method, json_body=body, headers=key)
+    assert closing.get_json() == documented_example(path, method, 503)
+    broken = node.call(path, method, json_body=body, headers=key)
+    assert (broken.status_code, broken.headers["Retry-After"]) == (503, "5")
+    _assert_all_statuses_produced(node, path, method)
+
+
+def test_pickup_answers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, method = "/pos/v1/reservations/{code}/pickup", "post"
+    code = DOC["components"]["parameters"]["ReservationCode"]["example"]
+    paid = dict(request_examples(path, method))["paid-at-till"]
+
+    first = node.call(path, method, params={"code": code}, json_body=paid)
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+    answer = first.get_json()
+    expected = documented_example(path, method, 201)
+    assert answer == {
+        **expected,
+        "pos": "front-till",
+        "event_id": answer["event_id"],
+        "picked_up_at": answer["picked_up_at"],
+    }
+    again = node.call(path, method, params={"code": code.lower()})  # scanned again, no body, lower case
+    assert (again.status_code, again.headers["Idempotent-Replayed"]) == (200, "true")
+    assert again.get_json() == answer
+    fresh = make_reservation_code(7)
+    bodiless = node.call(path, method, params={"code": fresh})
+    assert (bodiless.status_code, bodiless.get_json()["code"]) == (201, fresh)
+
+    other = {"code": make_reservation_code(8)}
+    mistyped = node.call(path, method, params={"code": code[:-1] + str((int(code[-1]) + 3) % 10)})
+    assert mistyped.get_json() == documented_example(path, method, 422, "check-digit")
+    bad_body = node.call(path, method, params=other, json_body={"shelf": "A3", "receipt": "T1 0042"})
+    assert bad_body.get_json() == documented_example(path, method, 422, "bad-body")
+    not_json = node.call(path, method, params=other, data=b"[]")
+    assert not_json.get_json() == documented_example(path, method, 422, "not-json")
+    big = json.dumps({"receipt": "x" * MAX_BODY}).encode()
+    assert node.call(path, method, params=other, data=big).status_code == 413
+    _unauthorised(node, path, method, params=other)
+
+    failures = _outbox_failures(TimeoutError())
+    failures[0] = OutboxFull("pickup", 50000, 104857600)
+
+    def refuse(*_args: Any) -> Any:
+        raise failures.pop(0)
+
+    monkeypatch.setattr(node.pickups, "pick_up", refuse)
+    full = node.call(path, method, params=other)
+    assert full.get_json() == documented_example(path, method, 507)
+    assert full.headers["Retry-After"] == "30"
+    closing = node.call(path, method, params=other)
+    assert closing.get_json() == documented_example(path, method, 503)
+    for _ in range(2):
+        not_recorded = node.call(path, method, params=other)
+        assert (not_recorded.status_code, not_recorded.headers["Retry-After"]) == (503, "5")
+    _assert_all_statuses_produced(node, path, method)
+
+
+CODE_RE = re.compile(r'<strong id="code">(\d{3}) (\d{3})</strong>')
+
+
+def _page_lines(html: str) -> list[str]:
+    """A page's non-blank lines, stripped, with the pairing code and its time made generic."""
+    lines = [line.strip() for line in html.splitlines() if line.strip()]
+    return [re.sub(r"until \d\d:\d\d\.", "until HH:MM.", CODE_RE.sub("CODE", line)) for line in lines]
+
+
+def _same_page(response: TestResponse, documented: Any, label: str) -> None:
+    assert _page_lines(response.get_data(as_text=True)) == _page_lines(documented), label
+
+
+def test_staff_page_answers(node: Node) -> None:
+    path = "/pos/staff"
+    csp = operation(path, "get")["responses"]["200"]["headers"]["Content-Security-Policy"]["example"]
+
+    form = node.call(path, "get", auth=False)
+    assert form.headers["Content-Security-Policy"] == csp
+    _same_page(form, documented_example(path, "get", 200, "form"), "the form")
+    shown = node.call(path, "post", form={"pin": PIN}, auth=False)
+    assert shown.status_code == 200
+    _same_page(shown, documented_example(path, "post", 200), "the code")
+    match = CODE_RE.search(shown.get_data(as_text=True))
+    assert match is not None
+    token = node.pairing.pair(match[1] + match[2], "back-till", "Back till")
+    assert node.pairing.authenticate(token) == "back-till"
+
+    wrong = node.call(path, "post", form={"pin": "135791"}, auth=False)
+    assert wrong.status_code == 403
+    _same_page(wrong, documented_example(path, "post", 403), "a wrong PIN")
+    answers = [node.call(path, "post", form=f, auth=False) for f in ({}, {"pin": "12"}, {"pin": "x"})]
+    assert [a.status_code for a in answers] == [403, 403, 403], "missing and malformed PINs are wrong PINs"
+    fifth = node.call(path, "post", form={"pin": "135791"}, auth=False)
+    assert fifth.status_code == 403, "the 5th wrong PIN is refused, and locks the page"
+    locked = node.call(path, "post", form={"pin": PIN}, auth=False)
+    assert (locked.status_code, locked.headers["Retry-After"]) == (429, "300")
+    _same_page(locked, documented_example(path, "post", 429), "locked")
+    node.clock.now += 300
+    assert node.call(path, "post", form={"pin": PIN}, auth=False).status_code == 200
+
+    big = {"pin": "1" * MAX_BODY}
+    assert node.call(path, "post", form=big, auth=False).get_json() == documented_example(path, "post", 413)
+
+    (node.staff_dir / PIN_FILE).unlink()
+    no_pin = node.call(path, "get", auth=False)
+    _same_page(no_pin, documented_example(path, "get", 200, "no-pin"), "no PIN set")
+    not_set = node.call(path, "post", form={"pin": PIN}, auth=False)
+    assert not_set.status_code == 404
+    _same_page(not_set, documented_example(path, "post", 404), "no PIN set (POST)")
+    _assert_all_statuses_produced(node, path, "get")
+    _assert_all_statuses_produced(node, path, "post")
