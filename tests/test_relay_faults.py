@@ -6,10 +6,15 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.broker import Collector, Mosquitto
+import paho.mqtt.client as mqtt
+
+from tests.support import mqttwire
+from tests.support.broker import Collector, Message, Mosquitto
 from tests.support.node import NodeProcess, tap_many
+from tests.support.proxy import TcpTap
 
 EVENTS = "retail/v1/store-7/till-1/event/#"
 
@@ -64,10 +69,38 @@ def test_broker_down_at_start_then_1000_events_arrive_in_seq_order(tmp_path: Pat
         broker.stop()
 
 
+def _arrived_ids() -> Callable[[list[Message]], set[str]]:
+    """An incremental view of the ids the collector has received (for polling 10,000 messages cheaply)."""
+    seen: set[str] = set()
+    examined = [0]
+
+    def ids(msgs: list[Message]) -> set[str]:
+        for m in msgs[examined[0] :]:
+            if mqtt.topic_matches_sub(EVENTS, m.topic):
+                seen.add(str(json.loads(m.payload)["id"]))
+        examined[0] = len(msgs)
+        return seen
+
+    return ids
+
+
 def test_10000_events_while_the_broker_is_killed_three_times(tmp_path: Path) -> None:
+    """Nothing accepted is lost by the node, while the broker under it is SIGKILLed three times.
+
+    The node's guarantee: an accepted event stays in the outbox until the broker PUBACKs it. A SIGKILLed
+    Mosquitto loses what it held in memory, including events it had PUBACKed but not yet delivered to the
+    (connected) subscriber, so the subscriber's view alone cannot tell a node loss from a broker loss.
+    A tap between node and broker records every MQTT connection; from its bytes we know exactly which
+    events each broker process acknowledged:
+
+    (a) every accepted event was PUBACKed by the broker on some connection;
+    (b) every event the subscriber never got was PUBACKed by a broker process that was then SIGKILLed
+        (and not by the one that survives to the end, which must deliver all it took);
+    (c) the outbox drains to 0.
+    """
     broker, collector = _persistent_broker_and_collector(tmp_path / "broker")
     try:
-        with NodeProcess(tmp_path / "node", broker.url) as node:
+        with TcpTap(broker.port) as wire, NodeProcess(tmp_path / "node", wire.url) as node:
             result: dict[str, object] = {}
 
             def stream() -> None:
@@ -76,10 +109,14 @@ def test_10000_events_while_the_broker_is_killed_three_times(tmp_path: Path) -> 
             producer = threading.Thread(target=stream)
             producer.start()
             kills = 0
+            killed_sessions = 0  # connections to a broker process that was later SIGKILLed: the first N
             while producer.is_alive() and kills < 3:
                 time.sleep(random.uniform(0.4, 1.2))
                 ready_before = collector.ready_count
                 broker.kill()
+                # The broker is dead until start(): no connection reaches it meanwhile, so every
+                # connection the tap has recorded so far belongs to a process that was SIGKILLed.
+                killed_sessions = wire.connections
                 time.sleep(random.uniform(0.1, 0.5))
                 broker.start()
                 kills += 1
@@ -91,9 +128,44 @@ def test_10000_events_while_the_broker_is_killed_three_times(tmp_path: Path) -> 
             assert kills == 3, "the stream finished before three kills; make it longer"
             accepted = result["accepted"]
             assert result["errors"] == [] and isinstance(accepted, list) and len(accepted) == 10_000
-            wanted = {a["id"] for a in accepted}
-            assert collector.wait_for(lambda m: wanted <= {i for _, i in _ids(collector)}, timeout=60), (
-                f"missing {len(wanted - {i for _, i in _ids(collector)})} of 10000"
+            wanted = {str(a["id"]) for a in accepted}
+
+            # (c) the node deletes an event only on its PUBACK, and the tap records the PUBACK before
+            # forwarding it: once the outbox is empty, the tap holds every PUBACK the node acted on
+            deadline = time.monotonic() + 60
+            while node.status()["outbox"]["depth"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert node.status()["outbox"]["depth"] == 0
+            sessions = wire.sessions()
+            acked_by_killed: set[str] = set()
+            acked_by_survivor: set[str] = set()
+            for index, (upstream, downstream) in enumerate(sessions):
+                ids = mqttwire.acked_ids(upstream, downstream, EVENTS)
+                (acked_by_killed if index < killed_sessions else acked_by_survivor).update(ids)
+
+            # (a) the node's guarantee: nothing accepted left the outbox before the broker took it
+            never_acked = wanted - acked_by_killed - acked_by_survivor
+            assert not never_acked, (
+                f"{len(never_acked)} accepted event(s) left the outbox without a PUBACK from the broker, "
+                f"e.g. {sorted(never_acked)[:3]}"
+            )
+            # (b) only a SIGKILLed broker may have lost an event it acknowledged
+            at_risk = acked_by_killed - acked_by_survivor
+            must_arrive = wanted - at_risk
+            arrived = _arrived_ids()
+            ok = collector.wait_for(lambda m: must_arrive <= arrived(m), timeout=60)
+            got = {i for _, i in _ids(collector)}
+            assert ok, (
+                f"missing {len(must_arrive - got)} of {len(must_arrive)} events that no SIGKILLed broker "
+                f"had acknowledged (e.g. {sorted(must_arrive - got)[:3]}); "
+                f"{len(wanted - got)} of 10000 missing in all"
+            )
+            broker_losses = wanted - got
+            assert broker_losses <= at_risk
+            print(
+                f"\nbroker losses: {len(broker_losses)} event(s) PUBACKed by a broker that was then "
+                f"SIGKILLed never reached the subscriber ({len(sessions)} MQTT connections, "
+                f"{killed_sessions} to killed brokers, {len(at_risk)} events acknowledged only by them)"
             )
             assert node.status()["broker"]["reconnects"] >= 3
     finally:

@@ -1,6 +1,8 @@
 """`TcpTap`: a tiny threaded TCP proxy that records every byte it forwards, in both directions.
 
 Used to prove what does (or does not) cross the wire, and to cut connections on demand (`sever`).
+The bytes are kept in total and per connection (`sessions()`), so a protocol stream can be parsed
+connection by connection (see `tests.support.mqttwire`).
 Every socket it opens is closed and every thread joined by `close()`, so it is safe under
 ``filterwarnings = error`` (no ResourceWarning, no stray threads).
 """
@@ -11,17 +13,27 @@ import contextlib
 import socket
 import threading
 from types import TracebackType
+from typing import NamedTuple
 
 _HOST = "127.0.0.1"
 _CHUNK = 65536
 
 
+class TapSession(NamedTuple):
+    """The bytes of one proxied connection: ``upstream`` client→target, ``downstream`` target→client."""
+
+    upstream: bytes
+    downstream: bytes
+
+
 class _Pipe:
-    """One proxied connection: the accepted client socket and its upstream socket."""
+    """One proxied connection: the accepted client socket, its upstream socket and its own recording."""
 
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
         self.upstream = upstream
+        self.up = bytearray()  # guarded by the tap's lock, like the tap's own buffers
+        self.down = bytearray()
         self._lock = threading.Lock()
         self._open_pumps = 2
         self.threads: list[threading.Thread] = []
@@ -47,7 +59,13 @@ class TcpTap:
 
     ``tap.port`` is where clients connect. ``captured()`` returns all bytes seen so far (both directions,
     in arrival order); ``captured_upstream()`` only client→target, ``captured_downstream()`` only
-    target→client. ``sever()`` drops every current connection (new ones are still accepted).
+    target→client. ``sessions()`` returns the same bytes split per connection: one `TapSession`
+    (upstream, downstream) per connection that reached the target, in the order they were accepted
+    (a connection still open is included with what it has forwarded so far). ``sever()`` drops every
+    current connection (new ones are still accepted).
+
+    Bytes are recorded before they are forwarded, so a reply can never be recorded before the request
+    that caused it, and a byte recorded as sent may not have reached the other side (the connection died).
     """
 
     def __init__(self, target_port: int, target_host: str = _HOST) -> None:
@@ -57,6 +75,7 @@ class TcpTap:
         self._up = bytearray()
         self._down = bytearray()
         self._pipes: set[_Pipe] = set()
+        self._sessions: list[_Pipe] = []  # every connection that reached the target, in accept order
         self._closed = False
         self.connections = 0  # accepted connections that reached the target
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -91,11 +110,20 @@ class TcpTap:
         with self._lock:
             return bytes(self._down)
 
+    def sessions(self) -> list[TapSession]:
+        """Per-connection bytes, in accept order (``len(tap.sessions()) == tap.connections``)."""
+        with self._lock:
+            return [TapSession(bytes(pipe.up), bytes(pipe.down)) for pipe in self._sessions]
+
     def clear(self) -> None:
+        """Forget every byte recorded so far; sessions keep their place in ``sessions()``, emptied."""
         with self._lock:
             self._all.clear()
             self._up.clear()
             self._down.clear()
+            for pipe in self._sessions:
+                pipe.up.clear()
+                pipe.down.clear()
 
     def sever(self) -> None:
         """Drop all current connections (both sides see EOF); the tap keeps accepting new ones."""
@@ -155,13 +183,13 @@ class TcpTap:
             pipe.threads = [
                 threading.Thread(
                     target=self._pump,
-                    args=(pipe, client, upstream, self._up),
+                    args=(pipe, client, upstream, self._up, pipe.up),
                     daemon=True,
                     name=f"tcptap-{self.port}-up",
                 ),
                 threading.Thread(
                     target=self._pump,
-                    args=(pipe, upstream, client, self._down),
+                    args=(pipe, upstream, client, self._down, pipe.down),
                     daemon=True,
                     name=f"tcptap-{self.port}-down",
                 ),
@@ -170,6 +198,7 @@ class TcpTap:
                 closing = self._closed
                 if not closing:
                     self._pipes.add(pipe)
+                    self._sessions.append(pipe)
                     self.connections += 1
             if closing:
                 client.close()
@@ -182,7 +211,9 @@ class TcpTap:
         with self._lock:
             return self._closed
 
-    def _pump(self, pipe: _Pipe, src: socket.socket, dst: socket.socket, record: bytearray) -> None:
+    def _pump(
+        self, pipe: _Pipe, src: socket.socket, dst: socket.socket, record: bytearray, session: bytearray
+    ) -> None:
         try:
             while True:
                 try:
@@ -194,6 +225,7 @@ class TcpTap:
                 with self._lock:
                     self._all += data
                     record += data
+                    session += data
                 try:
                     dst.sendall(data)
                 except OSError:
