@@ -286,3 +286,13 @@ def test_unauthenticated_redemption_is_refused(rig: Rig) -> None:
         "/pos/v1/redemptions", json={"reward": "coffee"}, headers={"Idempotency-Key": "RD-1"}
     )
     assert reply.status_code == 401 and rig.responder.seen == []
+
+
+def test_a_retry_after_the_member_left_gets_the_recorded_answer(rig: Rig) -> None:
+    rig.tap()
+    first = rig.redeem("RD-0011")
+    assert first.status_code == 201
+    rig.notifier.publish(IdentityNotice("nfc", "cd" * 32, "nfc0", "ntag", None, "id", 2))  # the next customer
+    again = rig.redeem("RD-0011")
+    assert again.status_code == 200 and again.get_json() == first.get_json()
+    assert len(rig.responder.seen) == 1

@@ -57,3 +57,44 @@ def test_run_node_script_serves_status_and_stops_cleanly(tmp_path: Path) -> None
         log.close()
     text = (tmp_path / "node.log").read_text()
     assert "node stopped" in text and "Traceback" not in text
+
+
+def test_run_node_script_can_start_the_reference_pos(tmp_path: Path) -> None:
+    admin = free_port()
+    env = base_env()
+    env.update(
+        KIOSK_EDGE_DATA__DIR=str(tmp_path / "data"),
+        KIOSK_EDGE_ADMIN__PORT=str(admin),
+        KIOSK_EDGE_KIOSK__PORT=str(free_port()),
+        KIOSK_EDGE_POS__HOST="127.0.0.1",
+        KIOSK_EDGE_POS__PORT=str(free_port()),
+        KIOSK_EDGE_MQTT__URL=f"mqtt://127.0.0.1:{free_port()}",
+    )
+    log = (tmp_path / "node.log").open("wb")
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "run-node.sh"), "--pos-sim"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        sales = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and sales < 2:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=2) as response:
+                    sales = json.loads(response.read())["outbox"]["by_type"].get("sale", 0)
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert sales >= 2, (tmp_path / "node.log").read_text()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    text = (tmp_path / "node.log").read_text()
+    assert "paired with http://127.0.0.1:" in text and "node stopped" in text and "Traceback" not in text

@@ -249,7 +249,7 @@ def _redeem(redemptions: RedemptionService) -> Response:
         response = _problem(507, "outbox-full", "Not recorded: storage full", str(exc), alarm="outbox_full")
         response.headers["Retry-After"] = "30"
         return response
-    except (OutboxUnavailable, OutboxClosed) as exc:
+    except (OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
         response = _problem(503, "not-accepted", "Not recorded", str(exc))
         response.headers["Retry-After"] = "5"
         return response

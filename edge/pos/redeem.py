@@ -162,12 +162,10 @@ class RedemptionService:
     def redeem(self, pos_id: str, key: str, raw: bytes) -> RedemptionResult:
         """Approve (centrally or offline) and record, or decline with the reason."""
         reward, receipt = parse_redemption(raw)
-        customer = self._till.current()
-        if customer is None:
-            raise NoMemberPresent("no member is present at this till: tap, scan or type their code first")
         scope_key = "redeem:" + key
-        fingerprint = hashlib.sha256(json.dumps([reward, receipt, customer.token]).encode()).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps([reward, receipt]).encode()).hexdigest()
         with self._stripes[hash((pos_id, key)) % _STRIPES]:
+            # a retry is answered from its receipt even when the member has left the till meanwhile
             stored = self._outbox.find_receipt(pos_id, scope_key)
             if stored is not None:
                 if stored.fingerprint != fingerprint:
@@ -175,6 +173,9 @@ class RedemptionService:
                         f"Idempotency-Key {key} was used for another redemption; use a new key"
                     )
                 return RedemptionResult(json.loads(stored.response), replayed=True)
+            customer = self._till.current()
+            if customer is None:
+                raise NoMemberPresent("no member is present at this till: tap, scan or type their code first")
             return self._decide(_Ask(pos_id, scope_key, fingerprint), reward, receipt, customer)
 
     def _decide(self, ask: _Ask, reward: str, receipt: str | None, customer: Customer) -> RedemptionResult:
