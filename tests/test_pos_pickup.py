@@ -115,6 +115,7 @@ def test_concurrent_scans_of_one_slip_record_one_pickup(rig: Rig) -> None:
         ("R" + "1" * 40, None, "/code"),
         ("R0000427%3Cscript%3E", None, "/code"),
         (CODE, {"receipt": "RC 1"}, "/receipt"),
+        (CODE, {"receipt": None}, "/receipt"),
         (CODE, {"receipt": "RC-1", "paid": True}, "/paid"),
         (CODE, [1], ""),
     ],

@@ -267,6 +267,7 @@ def test_no_member_present(rig: Rig) -> None:
         ({"reward": 5}, "/reward"),
         ({}, "/reward"),
         ({"reward": "coffee", "receipt": "RC 1"}, "/receipt"),
+        ({"reward": "coffee", "receipt": None}, "/receipt"),
         ({"reward": "coffee", "points": 100}, "/points"),
         ({"reward": "<script>alert(1)</script>"}, "/reward"),
         ([1, 2], ""),

@@ -337,8 +337,12 @@ def _install_error_pages(app: Flask) -> None:
         return _problem(404, "not-found", "Not found", "no such POS API endpoint (see /pos/v1/openapi.json)")
 
     @app.errorhandler(405)
-    def wrong_method(_exc: Exception) -> Response:
-        return _problem(405, "method", "Method not allowed", "see /pos/v1/openapi.json")
+    def wrong_method(exc: Exception) -> Response:
+        response = _problem(405, "method", "Method not allowed", "see /pos/v1/openapi.json")
+        allowed = getattr(exc, "valid_methods", None)  # werkzeug's MethodNotAllowed knows them
+        if allowed:
+            response.headers["Allow"] = ", ".join(sorted(allowed))  # RFC 9110: a 405 names them
+        return response
 
 
 def _err(field: str, detail: str) -> dict[str, str]:

@@ -50,6 +50,10 @@ def parse_pickup(code: str, raw: bytes) -> tuple[str, str | None]:
         else:
             errors += [FieldError(f"/{k}", "unknown member") for k in sorted(set(doc) - {"receipt"})]
             receipt = doc.get("receipt")
+            if "receipt" in doc and receipt is None:
+                errors.append(
+                    FieldError("/receipt", "receipt must be a string when given (leave it out otherwise)")
+                )
             if receipt is not None and (not isinstance(receipt, str) or not _RECEIPT.match(receipt)):
                 errors.append(FieldError("/receipt", "receipt must be 4-48 letters, digits or '-'"))
     if errors:

@@ -127,6 +127,8 @@ def parse_redemption(raw: bytes) -> tuple[str, str | None]:
         raise SaleInvalid([FieldError("", "the body must be a JSON object of at most 4 KiB")])
     errors = [FieldError(f"/{key}", "unknown member") for key in sorted(set(doc) - {"reward", "receipt"})]
     reward, receipt = doc.get("reward"), doc.get("receipt")
+    if "receipt" in doc and receipt is None:
+        errors.append(FieldError("/receipt", "receipt must be a string when given (leave it out otherwise)"))
     if not isinstance(reward, str) or not _REWARD.match(reward):
         errors.append(
             FieldError("/reward", "reward must be a reward id: 1-32 lower-case letters, digits, _ or -")
