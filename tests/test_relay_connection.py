@@ -121,7 +121,12 @@ def test_paho_message_ids_wrap_past_65535_without_loss(tmp_path: Path) -> None:
     """paho 2.2 loses messages when more than 65,535 are outstanding; our bounded window never lets it."""
     key = SigningKey.generate()
     total = 70_000
-    with Mosquitto(tmp_path / "broker") as broker, Collector(broker.url, "retail/v1/#") as collector:
+    with (
+        Mosquitto(tmp_path / "broker") as broker,
+        Collector(
+            broker.url, "retail/v1/#", persistent=True, client_id="wrap-collector", keepalive=120
+        ) as collector,
+    ):
         outbox = Outbox(tmp_path / "outbox.sqlite3", Signer(key, "store-7", "till-1"), "retail/v1")
         body = {"source": "nfc", "token": "ab" * 32, "device": "bench"}
         futures = [outbox.submit("identity", body) for _ in range(total)]

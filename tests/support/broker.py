@@ -467,8 +467,13 @@ class Collector:
         qos: int = 1,
         wait: bool = True,
         timeout: float = 5.0,
+        keepalive: int = 10,
     ) -> None:
         self.url = url
+        # A flood queues the broker's PINGRESP behind thousands of messages this Python client reads one
+        # by one: a keep-alive shorter than the flood makes paho drop the connection (and a clean session
+        # loses what was in flight). Flood tests pass a longer one.
+        self.keepalive = keepalive
         self.topic = topic
         self.qos = qos
         self.persistent = persistent
@@ -504,7 +509,9 @@ class Collector:
         if persistent:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY
-        self._client.connect_async(host, port, keepalive=10, clean_start=not persistent, properties=props)
+        self._client.connect_async(
+            host, port, keepalive=self.keepalive, clean_start=not persistent, properties=props
+        )
         self._client.loop_start()
         if wait and not self.wait_ready(timeout):
             self.stop()
