@@ -297,3 +297,39 @@ def test_a_retry_after_the_member_left_gets_the_recorded_answer(rig: Rig) -> Non
     again = rig.redeem("RD-0011")
     assert again.status_code == 200 and again.get_json() == first.get_json()
     assert len(rig.responder.seen) == 1
+
+
+def test_an_offline_hand_over_that_cannot_be_recorded_does_not_use_up_the_allowance(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloud_sync.errors import OutboxFull
+
+    rig.responder.mode = "silent"
+    rig.tap()
+
+    def full(*_a: object, **_k: object) -> object:
+        raise OutboxFull("redemption", 10, 1000)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.outbox, "submit", full)
+        refused = rig.redeem("RD-0012")
+    assert refused.status_code == 507 and rig.events(0) == []
+    retried = rig.redeem("RD-0013")  # the outbox has room again: today's allowance is still there
+    assert retried.status_code == 201 and retried.get_json()["approval"] == "offline"
+
+
+def test_the_allowance_counts_per_member_and_day(tmp_path: Path) -> None:
+    day = [dt.date(2026, 11, 26)]
+    allowance = OfflineAllowance(tmp_path / "a.sqlite3", 2, today=lambda: day[0])
+    try:
+        assert [allowance.take("a") for _ in range(3)] == [True, True, False]
+        assert allowance.take("b")
+        allowance.give_back("a")
+        assert allowance.take("a") and not allowance.take("a")
+        day[0] += dt.timedelta(days=1)
+        assert allowance.take("a")
+        off = OfflineAllowance(tmp_path / "b.sqlite3", 0)  # 0 turns it off
+        assert not off.take("a")
+        off.close()
+    finally:
+        allowance.close()

@@ -524,10 +524,18 @@ def test_a_body_of_exactly_the_limit_is_parsed() -> None:
     assert parse_sale(raw, now=NOW).total == 798
 
 
-@pytest.mark.parametrize("escape", ["\\u0000", "\\u001b[2J", "\\u0085", "\\u2028", "\\ud800", "\\udfff"])
-def test_escaped_control_characters_and_lone_surrogates_are_refused_in_names(escape: str) -> None:
+@pytest.mark.parametrize(
+    "escape",
+    ["\\u0000", "\\u001b[2J", "\\u0085", "\\u2028", "\\ud800", "\\udfff", "\\u202e", "\\u2066", "\\u202a"],
+)
+def test_escaped_control_characters_bidi_controls_and_lone_surrogates_are_refused_in_names(
+    escape: str,
+) -> None:
     raw = body(doc()).replace(b'"Pen"', f'"Pen{escape}"'.encode())
-    assert only_error(raw) == ("/lines/0/name", "name must not contain control characters or line separators")
+    assert only_error(raw) == (
+        "/lines/0/name",
+        "name must not contain control characters, line separators or bidi controls",
+    )
 
 
 def test_ten_thousand_digit_integers_are_refused_by_field_not_as_garbage() -> None:
@@ -602,9 +610,12 @@ gtins = st.sampled_from([7, 11, 12, 13]).flatmap(
 )
 skus = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 categories = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
-names = st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=120).filter(
-    lambda s: s.strip() != ""
-)
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+names = st.text(
+    st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI_CONTROLS),
+    min_size=1,
+    max_size=120,
+).filter(lambda s: s.strip() != "")
 line_requests = st.fixed_dictionaries(
     {
         "name": names,

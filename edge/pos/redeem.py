@@ -111,6 +111,15 @@ class OfflineAllowance:
                 raise
         return True
 
+    def give_back(self, token: str) -> None:
+        """Undo one ``take`` of today (the hand-over could not be recorded, so it did not happen)."""
+        day = self._today().isoformat()
+        with self._lock:
+            self._conn.execute(
+                "UPDATE offline_redemptions SET used = used - 1 WHERE token = ? AND day = ? AND used > 0",
+                (token, day),
+            )
+
     def close(self) -> None:
         """Release the database. Idempotent."""
         with self._lock:
@@ -198,7 +207,11 @@ class RedemptionService:
             if not self._allowance.take(customer.token):
                 return self._declined(request_id, reward, why)
             log.info("redemption %s approved under the offline allowance", request_id)
-            return self._record(ask, body, "offline", None)
+            try:
+                return self._record(ask, body, "offline", None)
+            except BaseException:
+                self._allowance.give_back(customer.token)  # not recorded, not handed over: not used up
+                raise
         except EnvelopeError as exc:
             log.error("redemption %s: malformed reply from the central receiver: %s", request_id, exc)
             return self._declined(request_id, reward, "central-error")

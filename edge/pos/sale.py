@@ -69,7 +69,9 @@ _CATEGORY: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z", re.ASCII)
 _CURRENCY_SHAPE: Final = re.compile(r"[A-Z]{3}\Z", re.ASCII)
 _SKU_RULE: Final = "1-32 of A-Z a-z 0-9 . _ - starting with a letter or digit"
 _CATEGORY_RULE: Final = "1-32 of a-z 0-9 _ - starting with a letter or digit"
-_BAD_NAME_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# bidi embedding/override/isolate controls (U+202A-202E, U+2066-2069) would let a name reorder the text
+# around it on receipts and screens ("Trojan Source"), so they are refused like control characters
+_BAD_NAME_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _RFC3339: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})\Z",
     re.ASCII,
@@ -340,7 +342,7 @@ class _Checker:
         elif type(value) is not str:
             problem = f"name must be a string, not {_json_type(value)}"
         else:
-            problem = "name must not contain control characters or line separators"
+            problem = "name must not contain control characters, line separators or bidi controls"
         self.add(base + "/name", problem)
         return None
 
