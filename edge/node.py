@@ -405,6 +405,7 @@ class Node:
                 signup=signup,
                 reservations=reservations,
                 feedback=feedback,
+                members=self.members,
             ),
             "127.0.0.1",
             s.kiosk.port,

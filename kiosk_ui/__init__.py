@@ -22,6 +22,7 @@ from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 
+from edge.members import MemberDirectory
 from kiosk_ui.i18n import LANGUAGES
 from kiosk_ui.live import LiveFeed
 
@@ -98,6 +99,7 @@ def create_app(
     signup: SignupPort | None = None,
     reservations: ReservationPort | None = None,
     feedback: FeedbackPort | None = None,
+    members: MemberDirectory | None = None,
 ) -> Flask:
     """Build the kiosk app around the node's services."""
     cfg = config or KioskConfig()
@@ -113,7 +115,7 @@ def create_app(
     if test_config:
         app.config.update(test_config)
     app.extensions["kiosk"] = KioskState(
-        info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup, reservations, feedback
+        info, cfg, feed or LiveFeed(None, cfg.idle_timeout), signup, reservations, feedback, members
     )
 
     def locale() -> str:
@@ -169,6 +171,8 @@ class KioskState:
     signup: SignupPort | None = None
     reservations: ReservationPort | None = None
     feedback: FeedbackPort | None = None
+    #: the node's in-memory member cache (filled by the central receiver), for the welcome screen
+    members: MemberDirectory | None = None
 
 
 def kiosk_state(app: Any) -> KioskState:

@@ -60,10 +60,13 @@ def attract() -> str:
 
 @bp.get("/welcome")
 def welcome() -> BaseResponse | str:
-    visitor = _state().feed.visitor()
+    state = _state()
+    visitor = state.feed.visitor()
     if visitor is None:
         return redirect("/")
-    return render_template("welcome.html", visitor_state=visitor.state)
+    # only a first name, the tier, the balance and rewards: no contact data ever reaches the screen
+    member = state.members.lookup(visitor.token) if state.members is not None else None
+    return render_template("welcome.html", visitor_state="member" if member else visitor.state, member=member)
 
 
 @bp.get("/privacy")

@@ -265,3 +265,50 @@ def test_every_catalog_is_complete_and_matches_the_templates(tmp_path) -> None: 
         assert wanted <= set(have), f"{locale}: not extracted into the catalog: {sorted(wanted - set(have))}"
         empty = sorted(i for i in wanted if not have[i])
         assert not empty, f"{locale}: untranslated: {empty}"
+
+
+@pytest.mark.parametrize(
+    ("lang", "greeting", "points"),
+    [
+        ("en", "Welcome back, Zeynep!", "1240 points"),
+        ("nl", "Welkom terug, Zeynep!", "1240 punten"),
+        ("tr", "Tekrar hoş geldiniz, Zeynep!", "1240 puan"),
+        ("zh", "欢迎回来，Zeynep！", "1240 积分"),  # noqa: RUF001 - Chinese punctuation
+    ],
+)
+def test_a_known_member_is_greeted_by_first_name_with_points_and_rewards(
+    feed: LiveFeed, notifier: Notifier, lang: str, greeting: str, points: str
+) -> None:
+    from edge.members import MemberDirectory, MemberSummary
+
+    members = MemberDirectory()
+    members.remember(TOKEN, MemberSummary("M0000004275", "Zeynep", "gold", 1240, ("Free coffee",)))
+    config = KioskConfig(default_language=lang)
+    client = create_app(KioskInfo("s1", "n1", "0.1"), config=config, feed=feed, members=members).test_client()
+    _tap(notifier)
+    page = client.get("/welcome").get_data(as_text=True)
+    assert 'data-state="member"' in page and greeting in page and "Free coffee" in page
+    assert points in page
+    assert "M0000004275" not in page and TOKEN not in page  # no member code, no token on the screen
+
+
+def test_a_hostile_first_name_is_escaped_on_the_welcome_screen(feed: LiveFeed, notifier: Notifier) -> None:
+    from edge.members import MemberDirectory, MemberSummary
+
+    members = MemberDirectory()
+    members.remember(
+        TOKEN, MemberSummary("M0000004275", "<script>alert(1)</script>", "basic", 0, ("<b>x</b>",))
+    )
+    client = create_app(KioskInfo("s1", "n1", "0.1"), feed=feed, members=members).test_client()
+    _tap(notifier)
+    page = client.get("/welcome").get_data(as_text=True)
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>x</b>" not in page
+
+
+def test_an_unknown_token_still_gets_the_pending_greeting(feed: LiveFeed, notifier: Notifier) -> None:
+    from edge.members import MemberDirectory
+
+    client = create_app(KioskInfo("s1", "n1", "0.1"), feed=feed, members=MemberDirectory()).test_client()
+    _tap(notifier)
+    assert 'data-state="pending"' in client.get("/welcome").get_data(as_text=True)
