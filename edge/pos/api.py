@@ -159,6 +159,29 @@ def create_pos_app(
     return app
 
 
+def _not_stored(exc: Exception, what: str) -> Response:
+    """The outbox did not take it: 507 when full (protected events are never evicted), else 503.
+
+    Either way nothing was recorded, so the till retries with the same Idempotency-Key after Retry-After.
+    """
+    if isinstance(exc, OutboxFull):
+        response = _problem(507, "outbox-full", f"{what}: storage full", str(exc), alarm="outbox_full")
+        response.headers["Retry-After"] = "30"
+    else:
+        response = _problem(503, "not-accepted", what, str(exc))
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def _answer(body: dict[str, Any], status: int, *, replayed: bool) -> Response:
+    """A recorded (or replayed) answer; a replay says so in a header, its body is the stored one."""
+    response = jsonify(body)
+    response.status_code = status
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
 def _record_sale(sales: SaleService) -> Response:
     """POST /pos/v1/sales: the receipt id, the sale, and every way it can be refused."""
     key = request.headers.get("Idempotency-Key", "")
@@ -178,21 +201,9 @@ def _record_sale(sales: SaleService) -> Response:
         )
     except ReceiptConflict as exc:
         return _problem(409, "receipt-conflict", "Idempotency-Key reused", str(exc))
-    except OutboxFull as exc:
-        response = _problem(
-            507, "outbox-full", "Sale not accepted: storage full", str(exc), alarm="outbox_full"
-        )
-        response.headers["Retry-After"] = "30"
-        return response
-    except (OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
-        response = _problem(503, "not-accepted", "Sale not accepted", str(exc))
-        response.headers["Retry-After"] = "5"
-        return response
-    response = jsonify(result.response)
-    response.status_code = 200 if result.replayed else 201
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    except (OutboxFull, OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
+        return _not_stored(exc, "Sale not accepted")
+    return _answer(result.response, 200 if result.replayed else 201, replayed=result.replayed)
 
 
 def _idempotency_key() -> str | Response:
@@ -214,19 +225,9 @@ def _pick_up(pickups: PickupService, code: str) -> Response:
     except SaleInvalid as exc:
         errors = [_err(e.field, e.problem) for e in exc.errors]
         return _problem(422, "invalid-pickup", "Invalid pick-up", f"{len(errors)} problem(s)", errors=errors)
-    except OutboxFull as exc:
-        response = _problem(507, "outbox-full", "Not recorded: storage full", str(exc), alarm="outbox_full")
-        response.headers["Retry-After"] = "30"
-        return response
-    except (OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
-        response = _problem(503, "not-accepted", "Not recorded", str(exc))
-        response.headers["Retry-After"] = "5"
-        return response
-    response = jsonify(result.response)
-    response.status_code = 200 if result.replayed else 201
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    except (OutboxFull, OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
+        return _not_stored(exc, "Not recorded")
+    return _answer(result.response, 200 if result.replayed else 201, replayed=result.replayed)
 
 
 def _redeem(redemptions: RedemptionService) -> Response:
@@ -245,19 +246,10 @@ def _redeem(redemptions: RedemptionService) -> Response:
         return _problem(409, "no-member", "No member present", str(exc))
     except ReceiptConflict as exc:
         return _problem(409, "receipt-conflict", "Idempotency-Key reused", str(exc))
-    except OutboxFull as exc:
-        response = _problem(507, "outbox-full", "Not recorded: storage full", str(exc), alarm="outbox_full")
-        response.headers["Retry-After"] = "30"
-        return response
-    except (OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
-        response = _problem(503, "not-accepted", "Not recorded", str(exc))
-        response.headers["Retry-After"] = "5"
-        return response
-    response = jsonify(result.response)
-    response.status_code = 201 if result.response["approved"] and not result.replayed else 200
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    except (OutboxFull, OutboxUnavailable, OutboxClosed, TimeoutError) as exc:
+        return _not_stored(exc, "Not recorded")
+    status = 201 if result.response["approved"] and not result.replayed else 200
+    return _answer(result.response, status, replayed=result.replayed)
 
 
 def _install_staff_page(app: Flask, staff: StaffPin, pairing: Pairing, node_name: str) -> None:
