@@ -24,7 +24,7 @@ from edge.pos.events import CONSOLE_PATHS, CashierFeed, register_events
 from edge.pos.pairing import Pairing, PairingRefused
 from edge.pos.pickup import PickupService
 from edge.pos.redeem import NoMemberPresent, RedemptionService
-from edge.pos.sale import SaleInvalid
+from edge.pos.sale import RECEIPT_RE, SaleInvalid
 from edge.pos.sales import ReceiptConflict, SaleService
 from edge.pos.staff import PinLocked, StaffPin
 from edge.pos.till import Customer, TillSession
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 MAX_BODY = 256 * 1024
 PROBLEM_BASE = "https://kiosk-edge.invalid/problems/"
 _PUBLIC = frozenset({"/pos/staff", "/pos/v1/pair", "/pos/v1/openapi.json"}) | CONSOLE_PATHS
-_RECEIPT_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-")
 
 
 def _problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Response:
@@ -185,7 +184,7 @@ def _answer(body: dict[str, Any], status: int, *, replayed: bool) -> Response:
 def _record_sale(sales: SaleService) -> Response:
     """POST /pos/v1/sales: the receipt id, the sale, and every way it can be refused."""
     key = request.headers.get("Idempotency-Key", "")
-    if not 4 <= len(key) <= 48 or not set(key) <= _RECEIPT_CHARS:
+    if not RECEIPT_RE.match(key):
         return _problem(
             400,
             "idempotency-key",
@@ -208,7 +207,7 @@ def _record_sale(sales: SaleService) -> Response:
 
 def _idempotency_key() -> str | Response:
     key = request.headers.get("Idempotency-Key", "")
-    if not 4 <= len(key) <= 48 or not set(key) <= _RECEIPT_CHARS:
+    if not RECEIPT_RE.match(key):
         return _problem(
             400,
             "idempotency-key",

@@ -9,7 +9,6 @@ mistyped digit before anything is recorded.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +16,9 @@ from typing import Any
 from cloud_sync.codes import reservation_code_is_valid
 from cloud_sync.envelope import SignedMessage
 from cloud_sync.outbox import Outbox, ReceiptSpec
-from edge.pos.sale import FieldError, SaleInvalid
+from edge.pos.sale import FieldError, SaleInvalid, optional_receipt, small_object
 
 _SCOPE = "node"  # a slip is collected once per node, whichever till scans it
-_RECEIPT = re.compile(r"^[0-9A-Za-z-]{4,48}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +39,11 @@ def parse_pickup(code: str, raw: bytes) -> tuple[str, str | None]:
         )
     receipt = None
     if raw.strip():
-        try:
-            doc = json.loads(raw.decode("utf-8")) if len(raw) <= 1024 else None
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            doc = None
-        if not isinstance(doc, dict):
-            errors.append(FieldError("", "the body, when sent, must be a JSON object of at most 1 KiB"))
-        else:
-            errors += [FieldError(f"/{k}", "unknown member") for k in sorted(set(doc) - {"receipt"})]
-            receipt = doc.get("receipt")
-            if "receipt" in doc and receipt is None:
-                errors.append(
-                    FieldError("/receipt", "receipt must be a string when given (leave it out otherwise)")
-                )
-            if receipt is not None and (not isinstance(receipt, str) or not _RECEIPT.match(receipt)):
-                errors.append(FieldError("/receipt", "receipt must be 4-48 letters, digits or '-'"))
+        shape = "the body, when sent, must be a JSON object of at most 1 KiB"
+        doc, problems = small_object(raw, frozenset({"receipt"}), 1024, shape)
+        errors += problems
+        if doc is not None:
+            receipt = optional_receipt(doc, errors)
     if errors:
         raise SaleInvalid(errors)
     return normalised, receipt
@@ -87,10 +75,13 @@ class PickupService:
                     "pos": pos_id,
                     "picked_up_at": message.ts,
                 }
-                return json.dumps(answer, separators=(",", ":")).encode()
+                answered[message.id] = json.dumps(answer, separators=(",", ":")).encode()
+                return answered[message.id]
+
+            answered: dict[str, bytes] = {}  # built once, with the event: stored and returned alike
 
             future = self._outbox.submit(
                 "pickup", body, receipt=ReceiptSpec(_SCOPE, key, normalised, respond)
             )
             message = future.result(timeout=30.0)
-        return PickupResult(json.loads(respond(message)), replayed=False)
+        return PickupResult(json.loads(answered[message.id]), replayed=False)

@@ -32,7 +32,7 @@ from cloud_sync.messages import decode_reply
 from cloud_sync.outbox import Outbox, ReceiptSpec
 from cloud_sync.relay import RequestUnavailable
 from edge.errors import EdgeError
-from edge.pos.sale import FieldError, SaleInvalid
+from edge.pos.sale import FieldError, SaleInvalid, optional_receipt, small_object
 from edge.pos.sales import ReceiptConflict
 from edge.pos.till import Customer, TillSession
 
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 3.0
 _REWARD = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
-_RECEIPT = re.compile(r"^[0-9A-Za-z-]{4,48}\Z")
 _STRIPES = 32
 
 #: (topic, payload, timeout) -> reply payload; raises RequestUnavailable or TimeoutError
@@ -128,22 +127,17 @@ class OfflineAllowance:
 
 def parse_redemption(raw: bytes) -> tuple[str, str | None]:
     """The request body ``{"reward": "coffee", "receipt": "RC-1"?}``; SaleInvalid names each bad field."""
-    try:
-        doc = json.loads(raw.decode("utf-8")) if len(raw) <= 4096 else None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        doc = None
-    if not isinstance(doc, dict):
-        raise SaleInvalid([FieldError("", "the body must be a JSON object of at most 4 KiB")])
-    errors = [FieldError(f"/{key}", "unknown member") for key in sorted(set(doc) - {"reward", "receipt"})]
-    reward, receipt = doc.get("reward"), doc.get("receipt")
-    if "receipt" in doc and receipt is None:
-        errors.append(FieldError("/receipt", "receipt must be a string when given (leave it out otherwise)"))
+    doc, errors = small_object(
+        raw, frozenset({"reward", "receipt"}), 4096, "the body must be a JSON object of at most 4 KiB"
+    )
+    if doc is None:
+        raise SaleInvalid(errors)
+    receipt = optional_receipt(doc, errors)
+    reward = doc.get("reward")
     if not isinstance(reward, str) or not _REWARD.match(reward):
         errors.append(
             FieldError("/reward", "reward must be a reward id: 1-32 lower-case letters, digits, _ or -")
         )
-    if receipt is not None and (not isinstance(receipt, str) or not _RECEIPT.match(receipt)):
-        errors.append(FieldError("/receipt", "receipt must be 4-48 letters, digits or '-'"))
     if errors:
         raise SaleInvalid(errors)
     return str(reward), receipt
@@ -245,10 +239,12 @@ class RedemptionService:
             }
             if balance is not None:
                 answer["points_balance"] = balance
-            return json.dumps(answer, separators=(",", ":")).encode()
+            answered[message.id] = json.dumps(answer, separators=(",", ":")).encode()
+            return answered[message.id]
 
+        answered: dict[str, bytes] = {}  # built once, with the event: stored and returned alike
         future = self._outbox.submit(
             "redemption", event, receipt=ReceiptSpec(ask.pos_id, ask.scope_key, ask.fingerprint, respond)
         )
         message = future.result(timeout=30.0)
-        return RedemptionResult(json.loads(respond(message)), replayed=False)
+        return RedemptionResult(json.loads(answered[message.id]), replayed=False)

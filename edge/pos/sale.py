@@ -162,6 +162,35 @@ class _JsonObject(dict[str, Any]):
     duplicates: tuple[str, ...]
 
 
+RECEIPT_RE: Final = re.compile(r"^[0-9A-Za-z-]{4,48}\Z")
+
+
+def small_object(
+    raw: bytes, allowed: frozenset[str], limit: int, shape: str
+) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """A small JSON object body (a redemption, a pick-up): the object, or ``shape`` as the reason it is not
+    one; every member outside ``allowed`` is named."""
+    try:
+        doc = json.loads(raw.decode("utf-8")) if len(raw) <= limit else None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        return None, [FieldError("", shape)]
+    return doc, [FieldError(f"/{key}", "unknown member") for key in sorted(set(doc) - allowed)]
+
+
+def optional_receipt(doc: dict[str, Any], errors: list[FieldError]) -> str | None:
+    """The optional ``receipt`` member (the till's receipt id); a bad one is added to ``errors``."""
+    receipt = doc.get("receipt")
+    if "receipt" in doc and receipt is None:
+        errors.append(FieldError("/receipt", "receipt must be a string when given (leave it out otherwise)"))
+    elif receipt is not None and (not isinstance(receipt, str) or not RECEIPT_RE.match(receipt)):
+        errors.append(FieldError("/receipt", "receipt must be 4-48 letters, digits or '-'"))
+    else:
+        return receipt
+    return None
+
+
 def _object_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) == len(pairs):

@@ -140,7 +140,10 @@ class SaleService:
                     "member": None,
                 }
                 stored["_member_token"] = customer.token  # pseudonymous; swapped for the summary on replay
-            return json.dumps(stored, separators=(",", ":")).encode()
+            answered[message.id] = json.dumps(stored, separators=(",", ":")).encode()
+            return answered[message.id]
+
+        answered: dict[str, bytes] = {}  # built once, with the event: stored and returned alike
 
         future = self._outbox.submit("sale", body, receipt=ReceiptSpec(pos_id, receipt, fingerprint, respond))
         message = future.result(timeout=30.0)
@@ -148,7 +151,7 @@ class SaleService:
             self._till.consume(customer)
         if self._on_recorded is not None:
             self._on_recorded(RecordedSale(receipt, customer, points if customer else 0, sale.survey))
-        return SaleResult(self._reanswer(respond(message)), replayed=False)
+        return SaleResult(self._reanswer(answered[message.id]), replayed=False)
 
     def _reanswer(self, stored: bytes) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(stored)
