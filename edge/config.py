@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import ssl
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Annotated, Literal
 
 import msgspec
 
+from cloud_sync import settings as _settings
 from cloud_sync.envelope import IDENT_RE
+from cloud_sync.settings import BrokerAddress, parse_broker_url
 from edge.errors import ConfigError
+
+__all__ = ["BrokerAddress", "ConfigError", "Settings", "load_settings", "parse_broker_url"]
 
 ENV_PREFIX = "KIOSK_EDGE_"
 DEFAULT_CONFIG = Path("/etc/kiosk-edge/edge.toml")
@@ -36,17 +37,8 @@ Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 _IDENT_HELP = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-class _Section(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
-def _check_readable(name: str, value: Path | None) -> None:
-    if value is not None:
-        try:
-            with value.open("rb") as handle:
-                handle.read(1)
-        except OSError as exc:
-            raise ValueError(f"{name}: cannot read {value}: {exc.strerror or exc}") from exc
+_Section = _settings.Section
+_check_readable = _settings.check_readable
 
 
 class NodeSection(_Section):
@@ -61,45 +53,6 @@ class NodeSection(_Section):
         for name in ("store", "id"):
             if not IDENT_RE.fullmatch(getattr(self, name)):
                 raise ValueError(f"{name}: {_IDENT_HELP}")
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """The parts of an ``mqtt://`` / ``mqtts://`` URL the relay needs."""
-
-    tls: bool
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-
-    def display(self) -> str:
-        """The URL without its password, safe for logs and status output."""
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse and check a broker URL; ValueError says what is wrong with it."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"malformed URL ({exc})") from exc
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("must start with mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ValueError("has no host name")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("must be scheme://host[:port] with no path, query or fragment")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        tls=tls,
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 class MqttSection(_Section):
@@ -117,18 +70,7 @@ class MqttSection(_Section):
     reconnect_max: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
     def __post_init__(self) -> None:
-        try:
-            address = parse_broker_url(self.url)
-        except ValueError as exc:
-            raise ValueError(f"url: {exc}") from None
-        for name in ("ca_file", "cert_file", "key_file"):
-            _check_readable(name, getattr(self, name))
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file: cert_file and key_file must be given together (mTLS needs both)")
-        if not address.tls and (self.ca_file or self.cert_file):
-            raise ValueError("url: TLS files are set but the URL is mqtt://; use mqtts:// for TLS")
-        if address.tls:
-            self.ssl_context()  # fail now, with the reason, rather than at the first connect
+        _settings.check_broker(self.url, self.ca_file, self.cert_file, self.key_file)
 
     @property
     def broker(self) -> BrokerAddress:
@@ -137,19 +79,7 @@ class MqttSection(_Section):
 
     def ssl_context(self) -> ssl.SSLContext:
         """A verifying TLS context from the configured CA and client certificate."""
-        try:
-            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"ca_file: {self.ca_file} is not a usable CA certificate: {exc}") from exc
-        if self.cert_file and self.key_file:
-            try:
-                context.load_cert_chain(str(self.cert_file), str(self.key_file))
-            except (ssl.SSLError, OSError) as exc:
-                raise ValueError(
-                    f"cert_file: {self.cert_file} / {self.key_file} are not a matching PEM certificate "
-                    f"and key: {exc}"
-                ) from exc
-        return context
+        return _settings.tls_context(self.ca_file, self.cert_file, self.key_file)
 
 
 class DataSection(_Section):
@@ -358,77 +288,15 @@ SECTIONS: dict[str, type[_Section]] = {
 }
 
 
-def _env_overrides(
-    environ: Mapping[str, str],
-) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], str]]:
-    overrides: dict[str, dict[str, str]] = {}
-    names: dict[tuple[str, str], str] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        section, sep, key = name[len(ENV_PREFIX) :].partition("__")
-        section, key = section.lower(), key.lower()
-        if not sep or section not in SECTIONS or "__" in key:
-            raise ConfigError(f"{name}: unknown setting (expected {ENV_PREFIX}<SECTION>__<KEY>)")
-        if key not in SECTIONS[section].__struct_fields__:
-            raise ConfigError(f"{name}: unknown setting {section}.{key}")
-        overrides.setdefault(section, {})[key] = value
-        names[(section, key)] = name
-    return overrides, names
-
-
-def _decode_path(kind: type, value: Any) -> Any:
-    """Decode hook for ``Path`` fields; NotImplementedError is msgspec's protocol for "not mine"."""
-    if kind is Path and isinstance(value, str):
-        return Path(value)
-    raise NotImplementedError
+_SCHEMA = _settings.Schema(
+    root=Settings, sections=SECTIONS, env_prefix=ENV_PREFIX, default_file=DEFAULT_CONFIG
+)
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (if any), apply environment overrides, validate; ConfigError on any problem."""
-    env = os.environ if environ is None else environ
-    source = path if path is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    data: dict[str, Any] = {}
-    if source is not None:
-        try:
-            with source.open("rb") as handle:
-                data = tomllib.load(handle)
-        except OSError as exc:
-            raise ConfigError(f"config file {source}: cannot read ({exc.strerror or exc})") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {source}: not valid TOML ({exc})") from exc
-    overrides, env_names = _env_overrides(env)
-    for section, values in overrides.items():
-        current = data.setdefault(section, {})
-        if not isinstance(current, dict):
-            raise ConfigError(f"config file {source}: [{section}] must be a table")
-        current.update(values)
     try:
-        # strict=False lets "8080" from the environment be an int; types are still checked.
-        return msgspec.convert(data, Settings, strict=False, dec_hook=_decode_path)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_describe(str(exc), env_names, source)) from None
-
-
-def _describe(message: str, env_names: dict[tuple[str, str], str], source: Path | None) -> str:
-    """Turn msgspec's "problem - at `$.section.key`" into "section.key (from VAR): problem"."""
-    problem, _, where = message.rpartition(" - at `")
-    if not problem:
-        problem, where = message, "$`"
-    loc = [part for part in where.rstrip("`").removeprefix("$").split(".") if part]
-    unknown = problem.startswith("Object contains unknown field `")
-    if unknown:
-        loc.append(problem.split("`")[1])
-        problem = "unknown setting"
-    elif len(loc) == 1:  # a check in __post_init__: "key: problem"
-        key, sep, rest = problem.partition(": ")
-        if sep and key in SECTIONS.get(loc[0], _Section).__struct_fields__:
-            loc.append(key)
-            problem = rest
-    key = ".".join(loc) or "config"
-    origin = ""
-    if len(loc) >= 2 and (loc[0], loc[1]) in env_names:
-        origin = f" (from {env_names[(loc[0], loc[1])]})"
-    elif source is not None:
-        origin = f" (in {source})"
-    return f"{key}{origin}: {problem}"
+        loaded: Settings = _SCHEMA.load(path, environ)
+    except _settings.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return loaded

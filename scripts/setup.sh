@@ -32,6 +32,7 @@ if [ "$WITH_TEST" = 1 ]; then
   need_cmd chromium chromium                 # the kiosk tests drive Debian's Chromium through Playwright
   need_pkg fonts-noto-cjk                    # Simplified Chinese pages render (and are screenshot) with real glyphs
   need_cmd mosquitto mosquitto
+  need_pkg postgresql                        # initdb/pg_ctl: the central tests start a private PostgreSQL
   need_cmd mosquitto_sub mosquitto-clients   # the benchmark's delivery check
   need_cmd node nodejs
   need_cmd npm npm
