@@ -1,0 +1,1 @@
+"""The central receiver (``kiosk-central``): ingest, ledger, vault and reports for the whole chain."""

@@ -1,0 +1,62 @@
+"""Connections to the central databases, and their migrations (Alembic, run at start-up and idempotent).
+
+SQLite gets WAL and a busy timeout, so a demo's second worker or a ``stats`` command waits for a writer
+instead of failing; PostgreSQL gets a small pool with pre-ping, so a database restart costs one failed
+transaction (retried) rather than a dead worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+from cloud_sync.errors import CloudSyncError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseUnavailable(CloudSyncError, ConnectionError):  # noqa: N818 - reads as the condition
+    """The database cannot be reached or refused the schema change; the message says which and why."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000"):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def make_engine(url: str, *, pool_size: int = 4) -> Engine:
+    """An engine for ``url`` with the settings the receiver relies on (see the module docstring)."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; two workers starting together serialise on Alembic's table."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.exc import SQLAlchemyError
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # one migrator at a time across workers; released at the end of the transaction
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7277350143)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(
+            f"{engine.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
