@@ -1,25 +1,171 @@
-"""``kiosk-central``: the central receiver's command line (ingest arrives with the central issue).
+"""``kiosk-central``: the central receiver's command line.
 
-For now it can check a message exactly as the receiver will: envelope structure, body schema and the
-node's signature — useful to operators registering a node and to the node's own tests.
+Every command reads ``central.toml`` (``--config``, else /etc/kiosk-central/central.toml if present) and
+the ``KIOSK_CENTRAL_*`` environment; ``--db`` / ``--broker`` override both. Exit codes: 0 success, 1 the
+operation failed (database unreachable, message invalid), 2 bad usage or configuration.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn
 
 import click
+import msgspec
 
 from cloud_sync.envelope import decode_public_key, verify
 from cloud_sync.errors import EnvelopeError
 from cloud_sync.messages import validate_body
+from cloud_sync.settings import ConfigError
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"kiosk-central: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(ctx: click.Context, *, db: str | None = None, broker: str | None = None) -> Any:
+    from cloud_sync.central.config import load_central_settings
+
+    overrides = {}
+    if db:
+        overrides["KIOSK_CENTRAL_DB__URL"] = db
+    if broker:
+        overrides["KIOSK_CENTRAL_MQTT__URL"] = broker
+    try:
+        return load_central_settings(ctx.obj["config"], {**os.environ, **overrides})
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+def _engine(settings: Any) -> Any:
+    from cloud_sync.central.db import DatabaseUnavailable, make_engine, migrate
+
+    engine = make_engine(settings.db_url)
+    try:
+        migrate(engine)
+    except DatabaseUnavailable as exc:
+        _fail(f"database: {exc}", 1)
+    return engine
+
+
+_DB_OPTION = click.option(
+    "--db", metavar="URL", help="Ledger database URL (overrides KIOSK_CENTRAL_DB__URL)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="central.toml (default /etc/kiosk-central/central.toml if it exists).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
     """Central receiver for the chain's kiosk-edge nodes."""
+    ctx.obj = {"config": config}
+
+
+@cli.command("run")
+@_DB_OPTION
+@click.option("--broker", metavar="URL", help="mqtt:// or mqtts:// URL (overrides KIOSK_CENTRAL_MQTT__URL).")
+@click.pass_context
+def run_cmd(ctx: click.Context, db: str | None, broker: str | None) -> None:
+    """Ingest the nodes' events until SIGTERM (one worker; run several to scale out)."""
+    from cloud_sync.central.db import DatabaseUnavailable
+    from cloud_sync.central.service import run
+
+    settings = _settings(ctx, db=db, broker=broker)
+    logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sys.exit(run(settings))
+    except DatabaseUnavailable as exc:
+        _fail(f"database: {exc}", 1)
+    except OSError as exc:  # e.g. the metrics port is taken
+        _fail(str(exc), 1)
+
+
+@cli.group("nodes")
+def nodes_group() -> None:
+    """The node registry: only registered nodes' signed messages are accepted."""
+
+
+@nodes_group.command("add")
+@_DB_OPTION
+@click.option("--replace", is_flag=True, help="Replace the key of an already registered node.")
+@click.argument("store")
+@click.argument("node")
+@click.argument("pubkey")
+@click.pass_context
+def nodes_add(  # noqa: PLR0917 - one parameter per click option
+    ctx: click.Context, db: str | None, replace: bool, store: str, node: str, pubkey: str
+) -> None:
+    """Register NODE of STORE with PUBKEY (as printed by 'kiosk-edge keys show')."""
+    from cloud_sync.central.registry import RegistryError, add_node
+
+    engine = _engine(_settings(ctx, db=db))
+    try:
+        changed = add_node(engine, store, node, pubkey, replace=replace)
+    except RegistryError as exc:
+        _fail(str(exc), 2)
+    click.echo(f"{store}/{node}: {'registered' if changed else 'already registered with this key'}")
+
+
+@nodes_group.command("remove")
+@_DB_OPTION
+@click.argument("store")
+@click.argument("node")
+@click.pass_context
+def nodes_remove(ctx: click.Context, db: str | None, store: str, node: str) -> None:
+    """Unregister NODE of STORE; its further messages are dead-lettered (unknown node)."""
+    from cloud_sync.central.registry import RegistryError, remove_node
+
+    engine = _engine(_settings(ctx, db=db))
+    try:
+        removed = remove_node(engine, store, node)
+    except RegistryError as exc:
+        _fail(str(exc), 2)
+    if not removed:
+        _fail(f"{store}/{node} is not registered", 1)
+    click.echo(f"{store}/{node}: removed")
+
+
+@nodes_group.command("list")
+@_DB_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@click.pass_context
+def nodes_list(ctx: click.Context, db: str | None, as_json: bool) -> None:
+    """List the registered nodes."""
+    from cloud_sync.central.registry import list_nodes
+
+    entries = list_nodes(_engine(_settings(ctx, db=db)))
+    if as_json:
+        rows = [
+            {"store": e.store, "node": e.node, "public_key": e.public_key, "added_at": e.added_at.isoformat()}
+            for e in entries
+        ]
+        click.echo(json.dumps(rows))
+        return
+    if not entries:
+        click.echo("no nodes registered (add one with: kiosk-central nodes add STORE NODE PUBKEY)")
+    for e in entries:
+        click.echo(f"{e.store}\t{e.node}\t{e.public_key}\t{e.added_at:%Y-%m-%d %H:%M}")
+
+
+@cli.command("stats")
+@_DB_OPTION
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def stats_cmd(ctx: click.Context, db: str | None, fmt: str) -> None:
+    """Events ingested per type, duplicates absorbed, dead letters by reason, per-node seq and gaps."""
+    from cloud_sync.central.stats import as_table, collect
+
+    stats = collect(_engine(_settings(ctx, db=db)))
+    click.echo(msgspec.json.encode(stats).decode() if fmt == "json" else as_table(stats))
 
 
 @cli.command("verify")
@@ -30,8 +176,7 @@ def verify_cmd(pubkey: str, message: BinaryIO) -> None:
     try:
         key = decode_public_key(pubkey)
     except EnvelopeError as exc:
-        click.echo(f"kiosk-central: --pubkey: {exc}", err=True)
-        sys.exit(2)
+        _fail(f"--pubkey: {exc}", 2)
     payload = message.read()
     try:
         doc = verify(payload, key)
