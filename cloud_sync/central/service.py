@@ -59,5 +59,12 @@ def run(settings: CentralSettings, *, ready: threading.Event | None = None) -> i
         engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("stopped")
+    outcomes = worker.counters.outcomes
+    log.info(
+        "stopped: %d stored, %d duplicates absorbed, %d dead-lettered, %d left unacknowledged for redelivery",
+        sum(n for (status, _), n in outcomes.items() if status == "stored"),
+        sum(n for (status, _), n in outcomes.items() if status == "duplicate"),
+        sum(n for (status, _), n in outcomes.items() if status == "dead"),
+        worker.queued,
+    )
     return 0

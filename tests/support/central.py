@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,6 +103,11 @@ class FakeNode:
         return Incoming(self.topic(event_type), self.seal(event_type, body, seq).payload)
 
 
+def base_env() -> dict[str, str]:
+    """The environment without any KIOSK_CENTRAL_* the developer may have exported."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_CENTRAL_")}
+
+
 class CentralProcess:
     """``kiosk-central run`` as a child process with its own environment (no KIOSK_CENTRAL_* leaks in)."""
 
@@ -109,7 +115,7 @@ class CentralProcess:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{client_id}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_CENTRAL_")}
+        self.env = base_env()
         self.env.update(
             KIOSK_CENTRAL_DB__URL=db_url,
             KIOSK_CENTRAL_MQTT__URL=broker_url,
@@ -138,6 +144,10 @@ class CentralProcess:
                 return self
             time.sleep(0.05)
         raise TimeoutError(f"kiosk-central did not connect within {timeout} s:\n{self.log_text()[-3000:]}")
+
+    def stored(self) -> int:
+        """Events this worker stored first-hand, from the summary it logs when it stops (summed over runs)."""
+        return sum(int(m) for m in re.findall(r"stopped: (\d+) stored", self.log_text()))
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
