@@ -152,10 +152,18 @@ class Ingestor:
     Thread-safe: the worker calls it from one thread, the tests from several.
     """
 
-    def __init__(self, engine: Engine, topic_root: str, *, rules: EarnRules = DEFAULT_RULES) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        topic_root: str,
+        *,
+        rules: EarnRules = DEFAULT_RULES,
+        on_commit: Callable[[Sequence[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self._engine = engine
         self._root = topic_root.split("/")
         self._rules = rules
+        self._on_commit = on_commit
         self.keys = NodeKeys(engine)
 
     # -- checks outside the transaction ------------------------------------------------------------
@@ -197,7 +205,15 @@ class Ingestor:
         checked = [self._check(message) for message in batch]
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
-            return self._write(conn, batch, checked, now)
+            outcomes, fresh = self._write(conn, batch, checked, now)
+        if self._on_commit is not None and fresh:
+            # After the commit, outside the transaction: a consumer that fails (the vault database
+            # down, say) cannot undo ingest; it catches up from the events table instead.
+            try:
+                self._on_commit([accepted.doc for accepted in fresh])
+            except Exception:
+                log.exception("post-commit consumer failed for %d events; it will catch up", len(fresh))
+        return outcomes
 
     def _write(
         self,
@@ -205,7 +221,7 @@ class Ingestor:
         batch: Sequence[Incoming],
         checked: Sequence[_Accepted | _Rejected],
         now: datetime,
-    ) -> list[Outcome]:
+    ) -> tuple[list[Outcome], list[_Accepted]]:
         outcomes: list[Outcome | None] = [None] * len(batch)
         dead_rows = []
         first_index: dict[str, int] = {}
@@ -263,7 +279,7 @@ class Ingestor:
         duplicates = Counter(o.event_type for o in outcomes if o is not None and o.status == "duplicate")
         if duplicates:
             self._count(conn, {f"duplicates:{t}": n for t, n in duplicates.items()})
-        return [o for o in outcomes if o is not None]
+        return [o for o in outcomes if o is not None], fresh
 
     def _count(self, conn: Connection, increments: dict[str, int]) -> None:
         stmt = _upsert(conn, counters)
