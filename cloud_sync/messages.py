@@ -282,6 +282,53 @@ class PresenceBody(_Body):
     outbox: OutboxSummary | None = None
 
 
+# -- central -> node: commands on {root}/{store}/{node}/cmd/{name} and replies on the node's reply topic --
+
+
+class MemberInfo(_Body):
+    """What a node may cache about the member behind ``token`` (memory only: a first name is personal).
+
+    Pushed after each sale on ``cmd/member`` and returned by a member lookup. ``known`` false means the
+    token is not a member (a card that has not joined): the kiosk invites to join.
+    """
+
+    token: Token
+    known: bool
+    member_code: Annotated[str, msgspec.Meta(pattern=r"^M[0-9]{10}\Z")] | None = None
+    first_name: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f<>]*\Z")] | None
+    ) = None
+    tier: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]{1,32}\Z")] | None = None
+    points: Minor = 0
+    rewards: Annotated[list[RewardId], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
+    #: stamp cards in progress: card id -> (stamps, stamps needed)
+    stamps: dict[RewardId, Annotated[list[Count], msgspec.Meta(min_length=2, max_length=2)]] = msgspec.field(
+        default_factory=dict
+    )
+    blocked: bool = False
+
+
+class MemberLookupRequest(_Body):
+    """A node asks who is behind tokens it has no summary for (``request/member``, MQTT v5 request)."""
+
+    request_id: RequestId
+    tokens: Annotated[list[Token], msgspec.Meta(min_length=1, max_length=8)]
+
+
+class MemberLookupReply(_Body):
+    """The central receiver's answer to a ``MemberLookupRequest`` (one entry per token asked)."""
+
+    request_id: RequestId
+    members: Annotated[list[MemberInfo], msgspec.Meta(max_length=8)]
+
+
+class EraseCommand(_Body):
+    """``cmd/erase``: a member was erased centrally; the node forgets every token listed, at once."""
+
+    member_token: Token
+    tokens: Annotated[list[Token], msgspec.Meta(min_length=1, max_length=64)]
+
+
 BODY_MODELS: dict[str, type[_Body]] = {
     "identity": IdentityBody,
     "assist": AssistBody,
