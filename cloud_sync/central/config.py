@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from cloud_sync.central.program import LoyaltySection
 from cloud_sync.settings import (
     BrokerAddress,
     Schema,
@@ -137,6 +138,7 @@ class CentralSettings(Section):
     mqtt: MqttSection = msgspec.field(default_factory=MqttSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
+    loyalty: LoyaltySection = msgspec.field(default_factory=LoyaltySection)
 
     @property
     def db_url(self) -> str:
@@ -156,6 +158,7 @@ SECTIONS: dict[str, type[Section]] = {
     "mqtt": MqttSection,
     "metrics": MetricsSection,
     "log": LogSection,
+    "loyalty": LoyaltySection,
 }
 
 _SCHEMA = Schema(root=CentralSettings, sections=SECTIONS, env_prefix=ENV_PREFIX, default_file=DEFAULT_CONFIG)

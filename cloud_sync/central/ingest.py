@@ -29,6 +29,7 @@ from nacl.signing import VerifyKey
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_sync.central.program import LoyaltySection
 from cloud_sync.central.schema import (
     cards,
     counters,
@@ -38,13 +39,15 @@ from cloud_sync.central.schema import (
     members,
     node_progress,
     nodes,
+    redemptions,
     sale_lines,
     sales,
+    stamps,
 )
 from cloud_sync.envelope import MAX_PAYLOAD_BYTES, SCHEMA_PREFIX, decode_public_key, verify
 from cloud_sync.errors import EnvelopeError, SignatureError
-from cloud_sync.loyalty import DEFAULT_RULES, EarnRules, points_for
-from cloud_sync.messages import BODY_MODELS, SaleBody, SignupBody
+from cloud_sync.loyalty import points_for
+from cloud_sync.messages import BODY_MODELS, RedemptionBody, SaleBody, SignupBody
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +160,13 @@ class Ingestor:
         engine: Engine,
         topic_root: str,
         *,
-        rules: EarnRules = DEFAULT_RULES,
+        program: LoyaltySection | None = None,
         on_commit: Callable[[Sequence[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._engine = engine
         self._root = topic_root.split("/")
-        self._rules = rules
+        self.program = program or LoyaltySection()
+        self._rules = self.program.earn_rules
         self._on_commit = on_commit
         self.keys = NodeKeys(engine)
 
@@ -336,6 +340,77 @@ class Ingestor:
         sale_docs = [a.doc for a in fresh if a.event_type == "sale"]
         if sale_docs:
             self._sales(conn, sale_docs, now)
+        for accepted in fresh:
+            if accepted.event_type == "redemption":
+                self._settle_redemption(conn, accepted.doc, now)
+
+    def _settle_redemption(self, conn: Connection, doc: dict[str, Any], now: datetime) -> None:
+        """A reward was handed over at a till: confirm the central approval, or book an offline one."""
+        body = msgspec.convert(doc["body"], RedemptionBody)
+        decided = conn.execute(
+            select(redemptions.c.approved).where(redemptions.c.request_id == body.request_id)
+        ).one_or_none()
+        if decided is not None and decided.approved:
+            conn.execute(
+                redemptions.update()
+                .where(redemptions.c.request_id == body.request_id)
+                .values(event_id=doc["id"])
+            )
+            return
+        # Offline (the node's daily allowance), or a central approval we have no record of (flagged in
+        # the reason): the reward is gone either way, so its cost is booked now. The balance may go
+        # below zero; later earning pays it back (docs/loyalty.md).
+        account = self._account_for(conn, [body.customer.token, body.customer.code_token])
+        reward = self.program.reward(body.reward)
+        cost = reward.points if reward is not None else 0
+        reason = "offline" if body.approval == "offline" else "unrecorded-central-approval"
+        if reward is None:
+            reason = "unknown-reward"
+            log.warning(
+                "redemption %s names unknown reward %r; recorded at no cost", body.request_id, body.reward
+            )
+        values = {
+            "account": account,
+            "reward": body.reward,
+            "points": cost,
+            "approved": True,
+            "reason": reason,
+            "approval": body.approval,
+            "store": doc["store"],
+            "node": doc["node"],
+            "pos": body.pos,
+            "decided_at": now,
+            "event_id": doc["id"],
+        }
+        if decided is None:
+            conn.execute(redemptions.insert().values(request_id=body.request_id, **values))
+        else:  # declined centrally, handed over anyway (offline allowance after a timeout): the till decides
+            conn.execute(
+                redemptions.update().where(redemptions.c.request_id == body.request_id).values(**values)
+            )
+        if cost:
+            conn.execute(
+                ledger.insert().values(
+                    account=account,
+                    event_id=doc["id"],
+                    ref=body.request_id,
+                    kind="redeem",
+                    points=-cost,
+                    booked_at=now,
+                    store=doc["store"],
+                )
+            )
+
+    def _account_for(self, conn: Connection, tokens: Sequence[str | None]) -> str:
+        """Whose points: the member a token is bound to, else the first token itself."""
+        present = [t for t in tokens if t]
+        rows = dict(
+            conn.execute(select(cards.c.token, cards.c.member_token).where(cards.c.token.in_(present))).all()
+        )
+        for token in present:
+            if rows.get(token):
+                return str(rows[token])
+        return present[0]
 
     def _touch_cards(self, conn: Connection, seen: dict[str, tuple[datetime, str]]) -> None:
         stmt = _upsert(conn, cards)
@@ -375,7 +450,8 @@ class Ingestor:
                 "marketing_sms": body.consent.marketing_sms,
                 "notice_version": body.consent.notice_version,
                 "consent_at": joined,
-                "tier": None,
+                "tier": self.program.tiers[0].name,
+                "tier_since": joined,
             },
         )
         tokens = [body.member_token] + ([body.card_token] if body.card_token else [])
@@ -408,7 +484,13 @@ class Ingestor:
         if owner != member_token:
             log.warning("card already bound to another member; sign-up %s keeps it unbound", doc["id"])
             return
-        # Points a card earned before its holder joined move to the member (two entries, append-only).
+        # Stamps and points a card earned before its holder joined move to the member (points as two
+        # entries: the ledger is append-only).
+        for card_id, units in conn.execute(
+            select(stamps.c.card, stamps.c.units).where(stamps.c.account == token)
+        ).all():
+            self._add_stamps(conn, {(member_token, card_id): units})
+            conn.execute(stamps.delete().where(stamps.c.account == token, stamps.c.card == card_id))
         balance = conn.execute(
             select(func.coalesce(func.sum(ledger.c.points), 0)).where(ledger.c.account == token)
         ).scalar_one()
@@ -427,14 +509,16 @@ class Ingestor:
         tokens = {b.customer.token for b in bodies if b.customer} | {
             b.customer.code_token for b in bodies if b.customer and b.customer.code_token
         }
-        accounts: dict[str, tuple[str, str | None]] = {}
+        # token -> (member token, tier) for tokens bound to a member (cards, and member codes themselves)
+        bound: dict[str, tuple[str, str | None]] = {}
         if tokens:
             rows = conn.execute(
                 select(cards.c.token, cards.c.member_token, members.c.tier)
-                .select_from(cards.outerjoin(members, cards.c.member_token == members.c.member_token))
+                .select_from(cards.join(members, cards.c.member_token == members.c.member_token))
                 .where(cards.c.token.in_(sorted(tokens)))
             ).all()
-            accounts = {token: (member or token, tier) for token, member, tier in rows}
+            bound = {token: (member, tier) for token, member, tier in rows}
+        member_accounts = {member for member, _tier in bound.values()}
         sale_rows: list[dict[str, Any]] = []
         line_rows: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
@@ -443,7 +527,7 @@ class Ingestor:
             tier: str | None = None
             if body.customer is not None:
                 candidates = [body.customer.token, body.customer.code_token]
-                known = [accounts[t] for t in candidates if t and t in accounts and accounts[t][0] != t]
+                known = [bound[t] for t in candidates if t and t in bound]
                 account, tier = known[0] if known else (body.customer.token, None)
             points = points_for(body.lines, body.discount, tier, self._rules) if account else 0
             sale_rows.append(
@@ -491,6 +575,51 @@ class Ingestor:
         conn.execute(sale_lines.insert(), line_rows)
         if entries:
             conn.execute(ledger.insert(), entries)
+        stamp_units: dict[tuple[str, str], int] = {}
+        for row, body in zip(sale_rows, bodies, strict=True):
+            if row["account"] is None:
+                continue
+            for card in self.program.stamp_cards:
+                units = sum(line.quantity for line in body.lines if line.category in card.categories)
+                if units:
+                    key = (row["account"], card.id)
+                    stamp_units[key] = stamp_units.get(key, 0) + units
+        if stamp_units:
+            self._add_stamps(conn, stamp_units)
+        members_in_batch = {row["account"] for row in sale_rows if row["account"] in member_accounts}
+        if members_in_batch:
+            self._upgrade_tiers(conn, sorted(members_in_batch), now)
+
+    def _add_stamps(self, conn: Connection, units: dict[tuple[str, str], int]) -> None:
+        stmt = _upsert(conn, stamps)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account", "card"], set_={"units": stamps.c.units + stmt.excluded.units}
+        )
+        conn.execute(stmt, [{"account": a, "card": c, "units": n} for (a, c), n in sorted(units.items())])
+
+    def _upgrade_tiers(self, conn: Connection, accounts: list[str], now: datetime) -> None:
+        """Raise members whose 12-month spend now reaches a higher tier (downgrades: ``loyalty maintain``)."""
+        since = self.program.spend_window_start(now)
+        spend = dict(
+            conn.execute(
+                select(sales.c.account, func.sum(sales.c.total))
+                .where(sales.c.account.in_(accounts), sales.c.sold_at >= since)
+                .group_by(sales.c.account)
+            ).all()
+        )
+        current = dict(
+            conn.execute(
+                select(members.c.member_token, members.c.tier).where(members.c.member_token.in_(accounts))
+            ).all()
+        )
+        for account in accounts:
+            earned = self.program.tier_for(int(spend.get(account) or 0))
+            if self.program.rank(earned) > self.program.rank(current.get(account)):
+                conn.execute(
+                    members.update()
+                    .where(members.c.member_token == account)
+                    .values(tier=earned, tier_since=now)
+                )
 
 
 def balance(engine: Engine, account: str) -> int:

@@ -109,6 +109,8 @@ members = Table(
     Column("notice_version", String(64), nullable=False),
     Column("consent_at", DateTime(timezone=True), nullable=False),
     Column("tier", String(32), nullable=True),
+    #: when the current tier was reached (a tier is kept at least 12 months; docs/loyalty.md)
+    Column("tier_since", DateTime(timezone=True), nullable=True),
 )
 
 #: Identity tokens (cards, member barcodes) and the member each is bound to; a lost card is blocked.
@@ -159,13 +161,16 @@ sale_lines = Table(
     Column("category", String(32), nullable=False),
 )
 
-#: The points ledger: append-only entries, the balance is their sum per account.
+#: The points ledger: append-only entries, the balance is their sum per account. An entry comes from a
+#: node's event (a sale, an offline redemption) or from a central decision (an approved redemption,
+#: expiry), which ``ref`` names instead.
 ledger = Table(
     "ledger",
     metadata,
     Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
     Column("account", Token, nullable=False),
-    Column("event_id", EventId, ForeignKey("events.id"), nullable=False),
+    Column("event_id", EventId, ForeignKey("events.id"), nullable=True),
+    Column("ref", String(64), nullable=True),
     Column("kind", String(16), nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("booked_at", DateTime(timezone=True), nullable=False),
@@ -173,3 +178,34 @@ ledger = Table(
 )
 Index("ix_ledger_account", ledger.c.account)
 Index("ix_ledger_event", ledger.c.event_id)
+
+#: Reward redemptions, one per request id (the idempotency key of the till's request), approved centrally
+#: over request/response or handed over offline and settled when the node's ``redemption`` event arrives.
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("account", Token, nullable=True),
+    Column("reward", String(32), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("approved", Boolean, nullable=False),
+    Column("reason", String(48), nullable=True),
+    Column("approval", String(16), nullable=False),
+    Column("store", Ident, nullable=False),
+    Column("node", Ident, nullable=False),
+    Column("pos", Ident, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    #: the node's ``redemption`` event once it arrived (the reward was really handed over)
+    Column("event_id", EventId, nullable=True),
+)
+Index("ix_redemptions_account", redemptions.c.account)
+
+#: Stamp cards: net units bought per account and card (returns subtract). Stamps earned are
+#: ``units // stamps``, progress ``units % stamps``; rewards left = earned - approved redemptions.
+stamps = Table(
+    "stamps",
+    metadata,
+    Column("account", Token, primary_key=True),
+    Column("card", String(32), primary_key=True),
+    Column("units", BigInteger, nullable=False),
+)
