@@ -340,6 +340,7 @@ BODY_MODELS: dict[str, type[_Body]] = {
     "redemption": RedemptionBody,
     "pickup": PickupBody,
     "redemption_request": RedemptionRequestBody,
+    "member_lookup": MemberLookupRequest,
     "status": StatusBody,
     "presence": PresenceBody,
 }

@@ -52,7 +52,7 @@ from cloud_sync.messages import BODY_MODELS, RedemptionBody, SaleBody, SignupBod
 log = logging.getLogger(__name__)
 
 #: The event types a node publishes under ``event/``; request/reply and presence travel elsewhere.
-INGESTED_TYPES = frozenset(BODY_MODELS) - {"redemption_request", "presence"}
+INGESTED_TYPES = frozenset(BODY_MODELS) - {"redemption_request", "member_lookup", "presence"}
 
 Reason = Literal[
     "oversized",

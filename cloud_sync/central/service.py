@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from cloud_sync.central.config import CentralSettings
 from cloud_sync.central.db import make_engine, migrate
 from cloud_sync.central.ingest import Ingestor
+from cloud_sync.central.members import MemberService
 from cloud_sync.central.metrics import registry_for
+from cloud_sync.central.responder import Responder
 from cloud_sync.central.worker import IngestWorker
 
 log = logging.getLogger(__name__)
@@ -24,8 +28,18 @@ def run(settings: CentralSettings, *, ready: threading.Event | None = None) -> i
     """Run one worker until a signal; returns the exit code."""
     engine = make_engine(settings.db_url)
     migrate(engine)
-    ingestor = Ingestor(engine, settings.mqtt.topic_root)
-    worker = IngestWorker(settings.mqtt, ingestor)
+    program = settings.loyalty
+    consumers: list[Callable[[list[dict[str, Any]]], None]] = []
+
+    def after_commit(docs: Sequence[dict[str, Any]]) -> None:
+        for consume in consumers:
+            consume(list(docs))
+
+    ingestor = Ingestor(engine, settings.mqtt.topic_root, program=program, on_commit=after_commit)
+    members = MemberService(engine, program)
+    responder = Responder(members, ingestor.keys, settings.mqtt.topic_root, program.request_max_age)
+    worker = IngestWorker(settings.mqtt, ingestor, responder)
+    consumers.append(worker.schedule_push)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -36,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud_sync.central.config import MqttSection
 from cloud_sync.central.ingest import Incoming, Ingestor, Outcome
+from cloud_sync.central.responder import Outgoing, Responder
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,13 @@ class _Delivery:
     mid: int
     qos: int
     message: Incoming
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Push:
+    docs: list[dict[str, Any]]
 
 
 @dataclass
@@ -63,21 +71,31 @@ class WorkerCounters:
     not_acked_stale: int = 0
     connects: int = 0
     connected: bool = False
+    requests: int = 0
+    replies: int = 0
+    pushes: int = 0
+    request_errors: int = 0
 
 
 class IngestWorker:
     """Owns the MQTT client and the batch thread; ``start`` and ``stop`` are its whole lifecycle."""
 
-    def __init__(self, mqtt_cfg: MqttSection, ingestor: Ingestor) -> None:
+    def __init__(self, mqtt_cfg: MqttSection, ingestor: Ingestor, responder: Responder | None = None) -> None:
         self._cfg = mqtt_cfg
         self._ingestor = ingestor
+        self._responder = responder
         self._queue: queue.Queue[_Delivery] = queue.Queue()
+        # requests and pushes have their own thread: a till waiting ~3 s for an answer never queues
+        # behind a batch commit
+        self._requests: queue.Queue[_Delivery | _Push] = queue.Queue(maxsize=10_000)
+        self._request_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._generation = 0
         self._thread: threading.Thread | None = None
         self.counters = WorkerCounters()
         self.subscription = f"$share/{mqtt_cfg.share_group}/{mqtt_cfg.topic_root}/+/+/event/#"
+        self.request_subscription = f"$share/{mqtt_cfg.share_group}/{mqtt_cfg.topic_root}/+/+/request/#"
         self._client = self._make_client()
 
     # -- MQTT ------------------------------------------------------------------------------------------
@@ -114,7 +132,10 @@ class IngestWorker:
             "resumed" if flags.session_present else "new",
             self.subscription,
         )
-        client.subscribe(self.subscription, options=SubscribeOptions(qos=1))
+        topics = [(self.subscription, SubscribeOptions(qos=1))]
+        if self._responder is not None:
+            topics.append((self.request_subscription, SubscribeOptions(qos=1)))
+        client.subscribe(topics)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
@@ -130,7 +151,75 @@ class IngestWorker:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)  # paho keeps the raw bytes there; dead-lettered as bad-topic
-        self._queue.put(_Delivery(self._generation, msg.mid, msg.qos, Incoming(topic, bytes(msg.payload))))
+        incoming = Incoming(topic, bytes(msg.payload))
+        if self._responder is not None and "/request/" in topic:
+            props = msg.properties
+            response = getattr(props, "ResponseTopic", None) if props else None
+            correlation = getattr(props, "CorrelationData", None) if props else None
+            delivery = _Delivery(
+                self._generation,
+                msg.mid,
+                msg.qos,
+                incoming,
+                response,
+                bytes(correlation) if correlation else None,
+            )
+            try:
+                self._requests.put_nowait(delivery)
+            except queue.Full:  # a flood: the till times out and declines; never block the network thread
+                self.counters.request_errors += 1
+                self._ack_one(delivery)
+            return
+        self._queue.put(_Delivery(self._generation, msg.mid, msg.qos, incoming))
+
+    # -- requests and pushes -------------------------------------------------------------------------------
+    def schedule_push(self, docs: list[dict[str, Any]]) -> None:
+        """After a commit: send the new member figures to the nodes concerned (on the request thread)."""
+        if self._responder is not None:
+            try:
+                self._requests.put_nowait(_Push(list(docs)))
+            except queue.Full:
+                log.warning("push queue full; %d events' member figures not pushed", len(docs))
+
+    def _publish(self, outgoing: Outgoing) -> None:
+        props = None
+        if outgoing.correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = outgoing.correlation
+        self._client.publish(outgoing.topic, outgoing.payload, qos=1, properties=props)
+
+    def _ack_one(self, delivery: _Delivery) -> None:
+        with self._lock:
+            current = self._generation
+        if delivery.qos and delivery.generation == current:
+            self._client.ack(delivery.mid, delivery.qos)
+
+    def _run_requests(self) -> None:
+        assert self._responder is not None
+        while not self._stop.is_set():
+            try:
+                job = self._requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                if isinstance(job, _Push):
+                    for outgoing in self._responder.pushes(job.docs):
+                        self._publish(outgoing)
+                        self.counters.pushes += 1
+                    continue
+                self.counters.requests += 1
+                reply = self._responder.answer(
+                    job.message.topic, job.message.payload, job.response_topic, job.correlation
+                )
+                if reply is not None:
+                    self._publish(reply)
+                    self.counters.replies += 1
+            except Exception:  # the database down, say: the till times out and declines; keep serving
+                self.counters.request_errors += 1
+                log.exception("request handling failed")
+            finally:
+                if isinstance(job, _Delivery):
+                    self._ack_one(job)
 
     # -- batches ---------------------------------------------------------------------------------------
     def _next_batch(self) -> list[_Delivery]:
@@ -213,13 +302,19 @@ class IngestWorker:
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="central-batches", daemon=True)
         self._thread.start()
+        if self._responder is not None:
+            self._request_thread = threading.Thread(
+                target=self._run_requests, name="central-requests", daemon=True
+            )
+            self._request_thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch being committed, acknowledge it, then leave; queued batches stay unacknowledged
         (the broker keeps them in this worker's session)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in (self._thread, self._request_thread):
+            if thread is not None:
+                thread.join(timeout)
         self._client.disconnect()
         self._client.loop_stop()
 
