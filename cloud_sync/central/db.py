@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from cloud_sync.errors import CloudSyncError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: execution option: on SQLite, begin with the write lock (``BEGIN IMMEDIATE``); PostgreSQL locks rows
+IMMEDIATE = "kiosk_immediate"
 
 
 class DatabaseUnavailable(CloudSyncError, ConnectionError):  # noqa: N818 - reads as the condition
@@ -22,10 +24,21 @@ class DatabaseUnavailable(CloudSyncError, ConnectionError):  # noqa: N818 - read
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Python's sqlite3 would otherwise open a transaction only at the first INSERT/UPDATE, leaving the
+    # reads before it outside the transaction: a balance checked there could change before the debit.
+    # SQLAlchemy's documented recipe: no implicit transactions from the driver, an explicit BEGIN below.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000"):
         cursor.execute(pragma)
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), for a transaction that
+    # reads and then writes on what it read: a redemption's balance check and debit.
+    immediate = conn.get_execution_options().get(IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str, *, pool_size: int = 4) -> Engine:
@@ -36,6 +49,7 @@ def make_engine(url: str, *, pool_size: int = 4) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
 

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from cloud_sync.central.db import IMMEDIATE
 from cloud_sync.central.program import LoyaltySection
 from cloud_sync.central.schema import cards, ledger, members, redemptions, sales, stamps
 from cloud_sync.messages import MemberInfo, RedemptionReply, RedemptionRequestBody
@@ -128,7 +129,7 @@ class MemberService:
     def redeem(self, store: str, node: str, request: RedemptionRequestBody) -> RedemptionReply:
         """Decide a till's redemption request (idempotent on ``request_id``)."""
         now = self._clock()
-        with self._engine.begin() as conn:
+        with self._engine.connect() as conn, conn.execution_options(**{IMMEDIATE: True}).begin():
             previous = conn.execute(
                 select(redemptions).where(redemptions.c.request_id == request.request_id)
             ).one_or_none()
