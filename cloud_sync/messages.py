@@ -301,6 +301,10 @@ class MemberInfo(_Body):
     tier: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]{1,32}\Z")] | None = None
     points: Minor = 0
     rewards: Annotated[list[RewardId], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
+    #: the catalogue's display name of each reward offered
+    reward_names: dict[
+        RewardId, Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\Z")]
+    ] = msgspec.field(default_factory=dict)
     #: stamp cards in progress: card id -> (stamps, stamps needed)
     stamps: dict[RewardId, Annotated[list[Count], msgspec.Meta(min_length=2, max_length=2)]] = msgspec.field(
         default_factory=dict

@@ -77,6 +77,10 @@ class RelayOptions:
     display_url: str = ""
     #: where the central receiver answers this node's requests (subscribed on every connect)
     reply_topic: str | None = None
+    #: the central receiver's commands to this node, ``{root}/{store}/{node}/cmd`` (``/+`` is subscribed)
+    command_prefix: str | None = None
+    #: called on the relay thread with (command name, payload); must be quick and must not raise
+    on_command: Callable[[str, bytes], None] | None = None
 
 
 #: Builds a sealed presence message: (state, reason) -> message.
@@ -368,6 +372,14 @@ class _Session:
             log.warning("mqtt: the broker refused the reply topic subscription: %s", reasons)
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        prefix = self.options.command_prefix
+        if prefix is not None and msg.topic.startswith(prefix + "/") and self.options.on_command is not None:
+            name = msg.topic[len(prefix) + 1 :]
+            try:
+                self.options.on_command(name, bytes(msg.payload))
+            except Exception:  # a bad command must never take the relay down
+                log.exception("mqtt: command %r failed", name[:40])
+            return
         if msg.topic != self.options.reply_topic:
             return
         correlation = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
@@ -479,8 +491,11 @@ class _Session:
         relay._last_error = None
         log.info("mqtt: connected to %s", self.options.display_url)
         self._publish_presence(client, "online", "connected")
-        if self.options.reply_topic is not None:
-            client.subscribe(self.options.reply_topic, qos=1)
+        topics = [t for t in (self.options.reply_topic,) if t is not None]
+        if self.options.command_prefix is not None:
+            topics.append(self.options.command_prefix + "/+")
+        if topics:
+            client.subscribe([(t, 1) for t in topics])
 
     def _report_loss(self, connected: bool) -> None:
         if self.refused:

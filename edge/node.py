@@ -8,6 +8,7 @@ heartbeat, then the relay (which finishes in-flight publishes), and the database
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -16,10 +17,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from cloud_sync.codes import member_code_is_valid
 from cloud_sync.envelope import SignedMessage, Signer
 from cloud_sync.errors import CloudSyncError
-from cloud_sync.messages import validate_body
+from cloud_sync.messages import EraseCommand, MemberInfo, validate_body
 from cloud_sync.outbox import Limits, Outbox, OutboxStats, disk_usage
 from cloud_sync.relay import Relay, RelayOptions, client_id_for
 from edge import __version__
@@ -35,9 +38,10 @@ from edge.identity import Pseudonymizer
 from edge.intake import Intake, ScanOutcome
 from edge.keys import ensure_data_dir, init_keys, load_pseudonym_key, load_signing_key
 from edge.membercodes import MemberCodeIssuer
+from edge.memberlookup import MemberLookups
 from edge.members import MemberDirectory
 from edge.metrics import NodeCollector, make_registry
-from edge.notify import Notifier
+from edge.notify import IdentityNotice, Notice, Notifier
 from edge.pos.api import create_pos_app
 from edge.pos.events import CashierFeed
 from edge.pos.pairing import Pairing
@@ -80,6 +84,7 @@ def relay_options(settings: Settings) -> RelayOptions:
         client_id=client_id_for(settings.node.store, settings.node.id),
         status_topic=f"{root}/{settings.node.store}/{settings.node.id}/status",
         reply_topic=f"{root}/{settings.node.store}/{settings.node.id}/reply",
+        command_prefix=f"{root}/{settings.node.store}/{settings.node.id}/cmd",
         tls=m.ssl_context() if broker.tls else None,
         username=broker.username,
         password=broker.password,
@@ -204,6 +209,7 @@ class Node:
         self.kiosk_port = 0
         self.pos_port = 0
         self.members = MemberDirectory()
+        self._lookups: MemberLookups | None = None
         self.till: TillSession
         self._sales: SaleService
         self._feed: LiveFeed
@@ -255,11 +261,24 @@ class Node:
         # Registered in the reverse of the stop order (the ExitStack unwinds last-in first-out): intake
         # (devices, control endpoint) stops first, then the heartbeat, then the relay finishes in-flight
         # publishes, and the outbox closes last.
-        self.relay = Relay(relay_options(s), self.outbox, self._presence)
+        self.relay = Relay(
+            dataclasses.replace(relay_options(s), on_command=self._on_command), self.outbox, self._presence
+        )
         self.relay.start()
         self._stack.callback(self.relay.stop)
 
         self.notifier = Notifier()
+        lookups = MemberLookups(
+            self.outbox,
+            self.relay.request,
+            f"{s.mqtt.topic_root}/{s.node.store}/{s.node.id}/request/member",
+            self._member_info,
+            timeout=s.pos.redemption_timeout,
+        )
+        lookups.start()
+        self._stack.callback(lookups.stop)
+        self._lookups = lookups
+        self._stack.callback(self.notifier.subscribe(self._look_up_unknown))
         if not self.simulate and s.gpio.enabled:
             self._feedback = GpioFeedback(gpio_pins(s), name="gpio")
         intake = Intake(
@@ -366,6 +385,38 @@ class Node:
             cashier.close
         )  # unwinds first: ends the cashier streams the server would wait for
         return server
+
+    def _on_command(self, name: str, payload: bytes) -> None:
+        """A command from the central receiver (on the relay thread: quick, never raises)."""
+        try:
+            if name == "member":
+                self._member_info(msgspec.json.decode(payload, type=MemberInfo))
+            elif name == "erase":
+                erase = msgspec.json.decode(payload, type=EraseCommand)
+                self.members.forget_all(erase.tokens)
+                feed = getattr(self, "_feed", None)
+                if feed is not None:
+                    feed.forget_tokens(erase.tokens)
+                log.info("erase command: forgot %d token(s) of an erased member", len(erase.tokens))
+            else:
+                log.warning("unknown command %r from the central receiver ignored", name[:40])
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.warning("malformed %r command ignored: %s", name[:40], exc)
+
+    def _member_info(self, info: MemberInfo) -> None:
+        known = self.members.apply(info)
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            feed.member_updated(info.token, known)
+
+    def _look_up_unknown(self, notice: Notice) -> None:
+        if (
+            isinstance(notice, IdentityNotice)
+            and self._lookups is not None
+            and self.members.lookup(notice.token) is None
+            and not self.members.is_unknown(notice.token)
+        ):
+            self._lookups.want(notice.token)
 
     def _sale_recorded(self, sale: RecordedSale) -> None:
         if sale.survey:

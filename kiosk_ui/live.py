@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,6 +107,24 @@ class LiveFeed:
         if product is None or self._clock() - product[1] > self.idle_timeout:
             return None
         return product[0]
+
+    def member_updated(self, token: str, known: bool) -> None:
+        """The central receiver answered for ``token``: if that customer is at the screen, show it now."""
+        visitor = self.visitor()
+        if visitor is None or visitor.token != token:
+            return
+        if not known:
+            with self._lock:
+                if self._visitor is visitor:
+                    self._visitor = Visitor("unknown", visitor.source, visitor.token, visitor.at)
+        self.broadcast("identity", {"state": "member" if known else "unknown"})
+
+    def forget_tokens(self, tokens: Iterable[str]) -> None:
+        """An erased customer: if they are on the screen, the screen goes back to attract at once."""
+        visitor = self.visitor()
+        if visitor is not None and visitor.token in set(tokens):
+            self.forget_visitor()
+            self.broadcast("identity", {"state": "gone"})
 
     def forget_visitor(self) -> None:
         """The screen went back to attract (idle timeout, "done"): the next customer starts clean."""

@@ -114,6 +114,9 @@ class MemberService:
             tier=tier,
             points=points,
             rewards=rewards[:32],
+            reward_names={
+                r: reward.name for r in rewards[:32] if (reward := self._program.reward(r)) is not None
+            },
             stamps={
                 card_id: [progress, needed] for card_id, (progress, needed, _left) in stamp_state.items()
             },
