@@ -198,6 +198,12 @@ def verify_cmd(pubkey: str, message: BinaryIO) -> None:
     )
 
 
+from cloud_sync.central.report_cli import dashboard_cmd, report_cmd  # noqa: E402 - registered last
+
+cli.add_command(report_cmd)
+cli.add_command(dashboard_cmd)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(standalone_mode=True)
