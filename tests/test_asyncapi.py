@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -18,7 +19,15 @@ from nacl.signing import SigningKey
 
 from cloud_sync.envelope import Signer, decode_public_key, verify
 from cloud_sync.errors import EnvelopeError
-from cloud_sync.messages import BODY_MODELS, decode_reply, validate_body
+from cloud_sync.messages import (
+    BODY_MODELS,
+    EraseCommand,
+    MemberInfo,
+    MemberLookupReply,
+    RedemptionReply,
+    decode_reply,
+    validate_body,
+)
 from cloud_sync.outbox import Outbox
 from tests.support.asyncapi import (
     DOC_PATH,
@@ -30,6 +39,8 @@ from tests.support.asyncapi import (
     message_kinds,
     message_schema,
     message_schema_for_topic,
+    message_schemas_for_topic,
+    payload_kind,
     route_for_topic,
     validate_message,
     validate_payload,
@@ -125,6 +136,7 @@ BODIES: dict[str, dict[str, Any]] = {
         "receipt": "RC-2025-0002",
     },
     "pickup": {"code": "R00000427", "pos": "pos-01", "receipt": "RC-2025-0003"},
+    "member_lookup": {"request_id": REQUEST_ID, "tokens": [TOKEN]},
 }
 
 
@@ -132,7 +144,11 @@ BODIES: dict[str, dict[str, Any]] = {
 _TOPIC_LEAVES = {
     "presence": "status",
     "redemption_request": "request/redemption",
+    "member_lookup": "request/member",
     "redemption_reply": "reply",
+    "member_lookup_reply": "reply",
+    "member_info": "cmd/member",
+    "erase_command": "cmd/erase",
 }
 
 
@@ -198,8 +214,25 @@ def test_the_cli_check_is_not_vacuous(tmp_path: Path) -> None:
 # -- the document agrees with the code ------------------------------------------------------------
 
 
-#: Messages that are not envelopes, and the model that decodes each.
-PLAIN_MESSAGES = {"redemption_reply": decode_reply}
+def _decode_lookup_reply(payload: bytes) -> MemberLookupReply:
+    return msgspec.json.decode(payload, type=MemberLookupReply)  # as edge.memberlookup does
+
+
+def _decode_member_info(payload: bytes) -> MemberInfo:
+    return msgspec.json.decode(payload, type=MemberInfo)  # as edge.node does for cmd/member
+
+
+def _decode_erase(payload: bytes) -> EraseCommand:
+    return msgspec.json.decode(payload, type=EraseCommand)  # as edge.node does for cmd/erase
+
+
+#: Messages that are not envelopes (the central receiver's replies and commands); how the node decodes each.
+PLAIN_MESSAGES: dict[str, Callable[[bytes], msgspec.Struct]] = {
+    "redemption_reply": decode_reply,
+    "member_lookup_reply": _decode_lookup_reply,
+    "member_info": _decode_member_info,
+    "erase_command": _decode_erase,
+}
 
 
 def test_document_covers_exactly_the_body_models() -> None:
@@ -225,32 +258,127 @@ def test_schema_const_and_bindings(kind: str) -> None:
     assert bindings["retain"] is (kind == "presence")
 
 
-def test_redemption_request_and_reply() -> None:
-    """The request operation is an MQTT v5 request whose reply comes on the node's reply topic."""
+#: (operation, request channel, request message, topic leaf, reply message)
+REQUESTS = [
+    (
+        "requestRedemption",
+        "redemptionRequest",
+        "redemption_request",
+        "request/redemption",
+        "redemption_reply",
+    ),
+    ("requestMemberLookup", "memberLookupRequest", "member_lookup", "request/member", "member_lookup_reply"),
+]
+
+
+@pytest.mark.parametrize(("name", "channel", "kind", "leaf", "reply_kind"), REQUESTS)
+def test_request_and_reply(name: str, channel: str, kind: str, leaf: str, reply_kind: str) -> None:
+    """Each request operation is an MQTT v5 request whose reply comes on the node's reply topic."""
     doc = load_document()
-    operation = doc["operations"]["requestRedemption"]
+    operation = doc["operations"][name]
     assert operation["action"] == "send"
-    assert operation["channel"] == {"$ref": "#/channels/redemptionRequest"}
+    assert operation["channel"] == {"$ref": f"#/channels/{channel}"}
+    assert operation["messages"] == [{"$ref": f"#/channels/{channel}/messages/{kind}"}]
     bindings = _deref(doc, operation["bindings"])["mqtt"]
     assert (bindings["qos"], bindings["retain"], bindings["messageExpiryInterval"]) == (1, False, 3)
     reply = operation["reply"]
-    assert reply["channel"] == {"$ref": "#/channels/redemptionReply"}
+    assert reply["channel"] == {"$ref": "#/channels/reply"}
     assert "address" not in reply  # the reply topic is fixed per node: the channel's address says it
-    reply_channel = doc["channels"]["redemptionReply"]
-    for ref in reply["messages"]:  # a subset of the reply channel's messages (the CLI does not check)
-        assert ref["$ref"].startswith("#/channels/redemptionReply/messages/")
-        assert ref["$ref"].rsplit("/", 1)[-1] in reply_channel["messages"]
+    reply_channel = doc["channels"]["reply"]
+    # Exactly this request's answer, one of the reply channel's messages (the CLI does not check that).
+    assert reply["messages"] == [{"$ref": f"#/channels/reply/messages/{reply_kind}"}]
+    assert reply_kind in reply_channel["messages"]
     assert reply_channel["address"] == "{root}/{store}/{node}/reply"
-    assert doc["channels"]["redemptionRequest"]["address"] == "{root}/{store}/{node}/request/redemption"
-    # Nobody publishes a reply but the central receiver: no operation of the node sends on that channel.
-    assert not [op for op in doc["operations"].values() if op["channel"]["$ref"].endswith("/redemptionReply")]
-    request = _deref(doc, doc["components"]["messages"]["redemption_request"]["bindings"])["mqtt"]
+    assert doc["channels"][channel]["address"] == "{root}/{store}/{node}/" + leaf
+    request = _deref(doc, doc["components"]["messages"][kind]["bindings"])["mqtt"]
     assert request["responseTopic"] == reply_channel["address"]
-    answer = _deref(doc, doc["components"]["messages"]["redemption_reply"]["bindings"])["mqtt"]
+    answer = _deref(doc, doc["components"]["messages"][reply_kind]["bindings"])["mqtt"]
     assert _deref(doc, request["correlationData"]) == _deref(doc, answer["correlationData"])
     assert _deref(doc, answer["correlationData"])["maxLength"] == len(uuid.uuid4().bytes)
-    assert not is_envelope("redemption_reply")
-    assert message_schema("redemption_reply")["additionalProperties"] is False
+    assert is_envelope(kind)
+    assert not is_envelope(reply_kind)
+    assert message_schema(reply_kind)["additionalProperties"] is False
+
+
+def test_reply_channel_carries_the_answer_of_every_request() -> None:
+    doc = load_document()
+    assert sorted(doc["channels"]["reply"]["messages"]) == sorted(r[-1] for r in REQUESTS)
+    # Nobody publishes a reply but the central receiver: no operation of the node is on that channel.
+    assert not [op for op in doc["operations"].values() if op["channel"]["$ref"] == "#/channels/reply"]
+
+
+def test_request_channels_are_the_central_receivers_request_kinds() -> None:
+    """The central receiver answers request/{kind} with the envelope schema its REQUEST_KINDS names."""
+    from cloud_sync.central.responder import REQUEST_KINDS
+
+    documented = {leaf.removeprefix("request/"): kind for _, _, kind, leaf, _ in REQUESTS}
+    assert documented == REQUEST_KINDS
+    addresses = [c["address"] for c in load_document()["channels"].values()]
+    assert sorted(a for a in addresses if "/request/" in a) == sorted(
+        f"{{root}}/{{store}}/{{node}}/request/{leaf}" for leaf in REQUEST_KINDS
+    )
+
+
+#: (operation, channel, message, topic leaf, the node's model)
+COMMANDS = [
+    ("receiveMemberInfo", "memberCommand", "member_info", "cmd/member", MemberInfo),
+    ("receiveErase", "eraseCommand", "erase_command", "cmd/erase", EraseCommand),
+]
+
+
+@pytest.mark.parametrize(("name", "channel", "kind", "leaf", "model"), COMMANDS)
+def test_commands_are_received_by_the_node(
+    name: str, channel: str, kind: str, leaf: str, model: type
+) -> None:
+    doc = load_document()
+    operation = doc["operations"][name]
+    assert operation["action"] == "receive"
+    assert operation["channel"] == {"$ref": f"#/channels/{channel}"}
+    assert operation["messages"] == [{"$ref": f"#/channels/{channel}/messages/{kind}"}]
+    bindings = _deref(doc, operation["bindings"])["mqtt"]
+    assert (bindings["qos"], bindings["retain"]) == (1, False)
+    assert doc["channels"][channel]["address"] == "{root}/{store}/{node}/" + leaf
+    assert list(doc["channels"][channel]["messages"]) == [kind]
+    # Only the central receiver publishes commands: the node has no other operation on the channel.
+    assert [op for op in doc["operations"].values() if op["channel"]["$ref"] == f"#/channels/{channel}"] == [
+        operation
+    ]
+    assert not is_envelope(kind)
+    assert PLAIN_MESSAGES[kind](json.dumps(_example(kind)).encode()).__class__ is model
+
+
+#: The model of each message's payload (of its body, for an envelope).
+_MODELS: dict[str, type[msgspec.Struct]] = {
+    **BODY_MODELS,
+    "redemption_reply": RedemptionReply,
+    "member_lookup_reply": MemberLookupReply,
+    "member_info": MemberInfo,
+    "erase_command": EraseCommand,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(message_kinds()))
+def test_schema_members_are_the_models_fields(kind: str) -> None:
+    """Each payload (or body) schema has exactly the model's members, and requires just its required ones."""
+    doc = load_document()
+    schema = message_schema(kind)
+    if is_envelope(kind):
+        schema = _deref(doc, schema["properties"]["body"])
+    fields = msgspec.structs.fields(_MODELS[kind])
+    assert schema["additionalProperties"] is False
+    assert sorted(schema["properties"]) == sorted(f.encode_name for f in fields)
+    assert sorted(schema.get("required", [])) == sorted(f.encode_name for f in fields if f.required)
+
+
+def test_every_command_the_node_handles_is_documented() -> None:
+    """The command names ``edge.node`` dispatches on are exactly the document's ``cmd/`` channels."""
+    source = (ROOT / "edge" / "node.py").read_text(encoding="utf-8")
+    handler = source[source.index("def _on_command(") :]
+    handler = handler[: handler.index("\n    def ")]
+    handled = set(re.findall(r'name == "([a-z0-9_-]+)"', handler))
+    addresses = [c["address"] for c in load_document()["channels"].values()]
+    documented = {a.rsplit("/", 1)[1] for a in addresses if a.startswith("{root}/{store}/{node}/cmd/")}
+    assert handled == documented == {leaf.removeprefix("cmd/") for _, _, _, leaf, _ in COMMANDS}
 
 
 def _channel_keys(doc: dict[str, Any], kind: str) -> set[str]:
@@ -268,10 +396,35 @@ def _deref(doc: dict[str, Any], node: Any) -> Any:
 
 @pytest.mark.parametrize("kind", sorted(message_kinds()))
 def test_topic_maps_to_its_message(kind: str) -> None:
-    assert message_schema_for_topic(_topic(kind)) == message_schema(kind)
-    assert message_schema_for_topic(_topic(kind, root="chain-a/retail/v2"), root="chain-a/retail/v2") == (
-        message_schema(kind)
+    schemas = message_schemas_for_topic(_topic(kind))
+    assert schemas[kind] == message_schema(kind)
+    assert (
+        message_schemas_for_topic(_topic(kind, root="chain-a/retail/v2"), root="chain-a/retail/v2") == schemas
     )
+    if _topic(kind).endswith("/reply"):  # the answers to every kind of request share the reply topic
+        assert sorted(schemas) == ["member_lookup_reply", "redemption_reply"]
+        with pytest.raises(ValueError, match="several messages"):
+            message_schema_for_topic(_topic(kind))
+    else:
+        assert list(schemas) == [kind]
+        assert message_schema_for_topic(_topic(kind)) == message_schema(kind)
+        assert route_for_topic(_topic(kind)).kind == kind
+
+
+@pytest.mark.parametrize(
+    ("topic", "kind"),
+    [
+        ("retail/v1/de-ber-017/till-02/request/member", "member_lookup"),
+        ("retail/v1/de-ber-017/till-02/request/redemption", "redemption_request"),
+        ("retail/v1/de-ber-017/till-02/cmd/member", "member_info"),
+        ("retail/v1/de-ber-017/till-02/cmd/erase", "erase_command"),
+        ("retail/v1/de-ber-017/till-02/event/identity", "identity"),
+        ("retail/v1/de-ber-017/till-02/status", "presence"),
+    ],
+)
+def test_new_topics_map_to_their_message(topic: str, kind: str) -> None:
+    route = route_for_topic(topic)
+    assert (route.kinds, route.store, route.node) == ((kind,), "de-ber-017", "till-02")
 
 
 @pytest.mark.parametrize(
@@ -291,6 +444,23 @@ def test_topic_maps_to_its_message(kind: str) -> None:
         "retail/v1/s1/n1/reply/redemption",
         "retail/v1/+/n1/reply",
         "retail/v1/s1/reply",
+        "retail/v1/s1/n1/request/member/x",
+        "retail/v1/s1/n1/request/members",
+        "retail/v1/s1/n1/event/member_lookup",  # a request, not an event
+        "retail/v1/s1/n1/request/member_lookup",
+        "retail/v1/s1/n1/cmd",
+        "retail/v1/s1/n1/cmd/",
+        "retail/v1/s1/n1/cmd/+",
+        "retail/v1/s1/n1/cmd/#",
+        "retail/v1/s1/n1/cmd/reboot",  # a command the document (and the node) does not know
+        "retail/v1/s1/n1/cmd/member/x",
+        "retail/v1/s1/n1/cmd/erase\n",
+        "retail/v1/s1/n1/cmd/member_info",
+        "retail/v1/+/n1/cmd/member",
+        "retail/v1/s1/+/cmd/erase",
+        "retail/v1/s1/cmd/member",
+        "retail/v1/s1/n1/event/member",
+        "retail/v1/s1/n1/event/erase",
     ],
 )
 def test_unknown_or_malformed_topics_are_refused(topic: str) -> None:
@@ -299,6 +469,12 @@ def test_unknown_or_malformed_topics_are_refused(topic: str) -> None:
 
 
 # -- (b) every example is valid, and really signed --------------------------------------------------
+
+
+def _example(kind: str, name: str | None = None) -> dict[str, Any]:
+    """A deep copy of the first example of ``kind`` (or the one called ``name``)."""
+    found = next(e for e in iter_examples() if e.kind == kind and name in (None, e.name))
+    return copy.deepcopy(found.payload)
 
 
 def _examples() -> list[Any]:
@@ -314,12 +490,14 @@ def test_example_validates(example: Any) -> None:
     payload = example.payload
     validate_message(example.kind, payload)
     if not is_envelope(example.kind):
-        # A plain message: what its decoder makes of it, and gives back unchanged.
-        validate_payload(_topic(example.kind, "de-ber-017", "till-02"), json.dumps(payload).encode())
-        decoded = PLAIN_MESSAGES[example.kind](json.dumps(payload).encode())
+        # A plain message: what the node's model makes of it, and gives back unchanged.
+        raw = json.dumps(payload, ensure_ascii=False).encode()
+        assert payload_kind(_topic(example.kind, "de-ber-017", "till-02"), raw) == example.kind
+        decoded = PLAIN_MESSAGES[example.kind](raw)
         assert msgspec.to_builtins(decoded) == payload
         return
-    validate_payload(_topic(example.kind, payload["store"], payload["node"]), json.dumps(payload).encode())
+    topic = _topic(example.kind, payload["store"], payload["node"])
+    assert payload_kind(topic, json.dumps(payload).encode()) == example.kind
     # The body is exactly what the message model produces, and the signature verifies with the
     # example key the document publishes.
     assert validate_body(example.kind, payload["body"]) == payload["body"]
@@ -368,6 +546,7 @@ def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningK
             outbox.accept(kind, BODIES[kind])
         presence = outbox.seal_presence(validate_body("presence", BODIES["presence"]))
         request = outbox.seal_request("redemption_request", BODIES["redemption_request"])
+        lookup = outbox.seal_request("member_lookup", BODIES["member_lookup"])
         reader = outbox.reader()
         try:
             rows = reader.fetch_after(0, 10)
@@ -380,6 +559,8 @@ def test_outbox_rows_and_presence_validate(tmp_path: Path, signing_key: SigningK
     assert doc["seq"] == rows[-1].seq  # presence carries the highest event seq allocated
     doc = validate_payload("retail/v1/s1/n1/request/redemption", request.payload)
     assert doc["seq"] == rows[-1].seq  # so does a request: it is not an event
+    doc = validate_payload("retail/v1/s1/n1/request/member", lookup.payload)
+    assert doc["seq"] == rows[-1].seq
 
 
 # -- the body schemas mirror the message models ----------------------------------------------------
@@ -621,6 +802,51 @@ PICKUP_REFUSED: list[dict[str, Any]] = [
     _pickup(receipt="../../etc/passwd"),
 ]
 
+_LOOKUP = BODIES["member_lookup"]
+
+
+def _lookup(**changes: Any) -> dict[str, Any]:
+    """The member lookup body with ``changes`` (a value of _DELETE removes that member)."""
+    return {k: v for k, v in {**_LOOKUP, **changes}.items() if v is not _DELETE}
+
+
+#: Member lookup bodies both the model and the schema refuse (``test_refused_lookup_bodies``: the model).
+LOOKUP_REFUSED: list[dict[str, Any]] = [
+    # 1 to 8 tokens
+    _lookup(tokens=[]),
+    _lookup(tokens=[TOKEN] * 9),
+    _lookup(tokens=[TOKEN] * 1000),
+    _lookup(tokens=_DELETE),
+    _lookup(tokens=None),
+    _lookup(tokens=TOKEN),  # a token, not a list of them
+    _lookup(tokens={"token": TOKEN}),
+    # each a token: 64 lower-case hex digits, nothing else
+    _lookup(tokens=[TOKEN.upper()]),
+    _lookup(tokens=[TOKEN[:-1]]),
+    _lookup(tokens=[TOKEN + "0"]),
+    _lookup(tokens=[TOKEN + "\n"]),
+    _lookup(tokens=[TOKEN[:-1] + "\n"]),
+    _lookup(tokens=[TOKEN, ""]),
+    _lookup(tokens=[TOKEN, None]),
+    _lookup(tokens=[int(TOKEN, 16)]),
+    _lookup(tokens=[1.5]),  # a float
+    _lookup(tokens=["04a224e2b55c80"]),  # a raw card UID
+    _lookup(tokens=["M1042000315"]),  # a raw member code
+    _lookup(tokens=["<script>alert(1)</script>"]),
+    _lookup(tokens=["\uff10" * 64]),  # fullwidth digits
+    # the request id
+    _lookup(request_id=_DELETE),
+    _lookup(request_id=REQUEST_ID.upper()),
+    _lookup(request_id=str(uuid.UUID(REQUEST_ID))),
+    _lookup(request_id=REQUEST_ID + "\n"),
+    # unknown members: another request's, the answer's, personal data
+    _lookup(token=TOKEN),
+    _lookup(members=[]),
+    _lookup(customer={"source": "nfc", "token": TOKEN}),
+    _lookup(first_name="Ayşe"),
+    _lookup(uid="04a224e2b55c80"),
+]
+
 BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     ("identity", {"source": "barcode", "token": TOKEN, "device": "scanner0"}),
     ("identity", {"source": "NFC", "token": TOKEN, "device": "nfc0"}),
@@ -733,6 +959,11 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     # the check digit is the node's job (the POS API refuses a wrong one): the model and schema check shape
     ("pickup", _pickup(code="R00000428")),
     *[("pickup", body) for body in PICKUP_REFUSED],
+    ("member_lookup", _LOOKUP),
+    ("member_lookup", _lookup(tokens=[TOKEN, CODE_TOKEN])),  # a card and its printed code
+    ("member_lookup", _lookup(tokens=[TOKEN] * 8)),  # the same token twice: both accept it
+    ("member_lookup", _lookup(tokens=["0" * 64, "f" * 64])),
+    *[("member_lookup", body) for body in LOOKUP_REFUSED],
 ]
 
 
@@ -772,6 +1003,13 @@ def test_refused_pickup_bodies(body: dict[str, Any]) -> None:
     """As for sales: msgspec refuses each, and so (checked above) does the schema."""
     with pytest.raises(EnvelopeError):
         validate_body("pickup", body)
+
+
+@pytest.mark.parametrize("body", LOOKUP_REFUSED)
+def test_refused_lookup_bodies(body: dict[str, Any]) -> None:
+    """As for sales: msgspec refuses each, and so (checked above) does the schema."""
+    with pytest.raises(EnvelopeError):
+        validate_body("member_lookup", body)
 
 
 # -- (d) hostile and malformed payloads are refused ------------------------------------------------
@@ -885,6 +1123,19 @@ HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("pickup", ("body", "receipt"), None),
     ("pickup", ("body", "item"), {"sku": "ART-1234"}),
     ("pickup", ("body", "customer"), {"source": "nfc", "token": TOKEN}),
+    ("member_lookup", ("sig",), _DELETE),
+    ("member_lookup", ("sig",), "A" * 85 + "B"),
+    ("member_lookup", ("schema",), "retail.v1.redemption_request"),
+    ("member_lookup", ("schema",), "retail.v1.member"),
+    ("member_lookup", ("seq",), 4812.0),
+    ("member_lookup", ("seq",), -1),
+    ("member_lookup", ("body",), {"tokens": [TOKEN]}),
+    ("member_lookup", ("body", "tokens"), [TOKEN] * 9),
+    ("member_lookup", ("body", "tokens"), []),
+    ("member_lookup", ("body", "tokens"), [TOKEN.upper()]),
+    ("member_lookup", ("body", "tokens"), ["04a224e2b55c80"]),
+    ("member_lookup", ("body", "members"), []),
+    ("member_lookup", ("body", "request_id"), _DELETE),
 ]
 
 
@@ -960,9 +1211,22 @@ def test_envelope_must_match_its_topic(sealed: Callable[[str], dict[str, Any]]) 
         "retail/v1/s1/n2/request/redemption",
         "retail/v1/s1/n1/event/redemption",
         "retail/v1/s1/n1/reply",  # a request is not a reply
+        "retail/v1/s1/n1/request/member",  # schema is retail.v1.redemption_request
     ):
         with pytest.raises(ValidationError):
             validate_payload(topic, request)
+    lookup = sealed("member_lookup")
+    assert payload_kind("retail/v1/s1/n1/request/member", lookup) == "member_lookup"
+    for topic in (
+        "retail/v1/s2/n1/request/member",
+        "retail/v1/s1/n2/request/member",
+        "retail/v1/s1/n1/request/redemption",  # schema is retail.v1.member_lookup
+        "retail/v1/s1/n1/event/identity",
+        "retail/v1/s1/n1/reply",
+        "retail/v1/s1/n1/cmd/member",
+    ):
+        with pytest.raises(ValidationError):
+            validate_payload(topic, lookup)
 
 
 @pytest.mark.parametrize(
@@ -1016,6 +1280,11 @@ REPLY_ACCEPTED: list[bytes] = [
     _reply(points_balance=0),
     _reply(points_balance=-(10**12)),
     _reply(points_balance=10**12),
+    *[
+        _reply(approved=False, reason=reason, points_balance=_DELETE)
+        for reason in ("card-blocked", "not-a-member", "unknown-reward", "no-stamp-reward", "expired")
+    ],
+    _reply(approved=False, reason="a-reason-added-later"),  # not a closed list, in the model or the schema
     b' \n{"approved":false,"request_id":"' + REQUEST_ID.encode() + b'"}\n',
 ]
 
@@ -1099,12 +1368,400 @@ def test_null_in_a_reply_is_tolerated_by_the_node_but_not_in_the_contract(member
         validate_payload(_topic("redemption_reply"), _reply(**{member: None}))
 
 
+def _reasons_in(path: str) -> set[str]:
+    return set(re.findall(r'reason\s*=\s*"([a-z0-9_-]+)"', (ROOT / path).read_text(encoding="utf-8")))
+
+
+def test_every_reason_the_central_receiver_declines_with_is_documented() -> None:
+    """The reasons in cloud_sync/central (members.py, responder.py) are in the reply schema's description."""
+    reasons = _reasons_in("cloud_sync/central/members.py") | _reasons_in("cloud_sync/central/responder.py")
+    assert reasons >= {"insufficient-points", "unknown-reward", "card-blocked", "expired"}, reasons
+    doc = load_document()
+    description = doc["components"]["schemas"]["RedemptionReply"]["properties"]["reason"]["description"]
+    for reason in reasons:
+        assert f"`{reason}`" in description, reason
+        decode_reply(_reply(approved=False, reason=reason))
+        validate_payload(_topic("redemption_reply"), _reply(approved=False, reason=reason))
+    examples = {e.payload.get("reason") for e in iter_examples() if e.kind == "redemption_reply"}
+    assert len(examples & reasons) >= 4  # most of them have an example, too
+
+
 def test_reply_topic_is_any_nodes_but_only_its_shape() -> None:
     """A reply has no store or node of its own: any node's reply topic validates it, a malformed one not."""
     for topic in ("retail/v1/s1/n1/reply", "retail/v1/de-ber-017/till-02/reply", "chain-a/x/A/0/reply"):
         root = topic.rsplit("/", 3)[0]
-        assert route_for_topic(topic, root=root).kind == "redemption_reply"
+        assert route_for_topic(topic, root=root).kinds == ("redemption_reply", "member_lookup_reply")
+        assert payload_kind(topic, _reply(), root=root) == "redemption_reply"
         validate_payload(topic, _reply(), root=root)
     for topic in ("retail/v1/s1/n1/reply/x", "retail/v1/s 1/n1/reply", "retail/v1/s1/n1/replies"):
         with pytest.raises(ValidationError):
             validate_payload(topic, _reply())
+
+
+# -- (f) the central receiver's lookup replies and commands: plain JSON, decoded with the msgspec models --
+
+_INFO = _example("member_info", "afterSale")
+_LOOKUP_REPLY = _example("member_lookup_reply", "member")
+_ERASE = _example("erase_command")
+_TOKENS_64 = [f"{i:064x}" for i in range(64)]
+
+
+def _changed(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in {**base, **changes}.items() if v is not _DELETE}
+
+
+def _info(**changes: Any) -> dict[str, Any]:
+    """The member summary ``afterSale`` with ``changes`` (a value of _DELETE removes that member)."""
+    return _changed(_INFO, changes)
+
+
+def _found(**changes: Any) -> dict[str, Any]:
+    """The lookup reply ``member`` with ``changes``."""
+    return _changed(_LOOKUP_REPLY, changes)
+
+
+def _erase(**changes: Any) -> dict[str, Any]:
+    """The erase command ``memberErased`` with ``changes``."""
+    return _changed(_ERASE, changes)
+
+
+def _wire(payload: dict[str, Any] | bytes) -> bytes:
+    return payload if isinstance(payload, bytes) else json.dumps(payload, ensure_ascii=False).encode()
+
+
+#: Member summaries the node accepts (``cmd/member``, and inside a lookup reply).
+INFO_ACCEPTED: list[dict[str, Any] | bytes] = [
+    *[e.payload for e in iter_examples() if e.kind == "member_info"],
+    {"token": TOKEN, "known": True},  # a member the central receiver knows nothing more about
+    {"token": TOKEN, "known": False, "blocked": True},  # a blocked card bound to nobody
+    # defaults spelled out: the central receiver omits them, but they mean the same
+    _info(points=0, rewards=[], reward_names={}, stamps={}, blocked=False),
+    _info(first_name="A" * 40),
+    _info(first_name="Ayşe-Nur"),
+    _info(first_name="李小龙"),
+    _info(first_name="Zoë 🙂"),
+    _info(first_name='O\'Brien & "Jo"'),  # quotes and ampersands: the screens escape what they show
+    _info(first_name=" "),
+    _info(member_code="M0000000000", tier="t" * 32),
+    _info(tier="gold_2"),
+    _info(points=-(10**12)),
+    _info(points=10**12),
+    _info(rewards=[f"r{i}" for i in range(32)]),
+    _info(rewards=["coffee", "coffee"]),
+    _info(reward_names={"coffee": "Gratis koffie ☕", "voucher-5": "n" * 60}),
+    _info(reward_names={"coffee": "<b>Free</b> coffee"}),  # the catalogue's text, verbatim (see the report)
+    _info(reward_names={"not-offered": "Listed without being in rewards"}),
+    _info(stamps={"coffee-card": [0, 9], "tea-card": [4, 5]}),
+    _info(stamps={"coffee-card": [0, 0]}),
+    b' \n{"known":false,"token":"' + TOKEN.encode() + b'"}\n',
+]
+
+#: Member summaries both the node's model and the document's schema refuse.
+INFO_REFUSED: list[dict[str, Any] | bytes] = [
+    # the token: required, 64 lower-case hex digits
+    _info(token=_DELETE),
+    _info(token=TOKEN.upper()),
+    _info(token=TOKEN[:-1]),
+    _info(token=TOKEN + "\n"),
+    _info(token="04a224e2b55c80"),  # a raw card UID
+    _info(token=None),
+    # known: a boolean, required
+    _info(known=_DELETE),
+    _info(known="true"),
+    _info(known=1),
+    _info(known=None),
+    # first_name: 1 to 40 characters, no control characters, no < or >
+    _info(first_name="<script>alert(1)</script>"),
+    _info(first_name="Ayşe<"),
+    _info(first_name="Jan>"),
+    _info(first_name="<img src=x onerror=alert(1)>"),
+    _info(first_name=""),
+    _info(first_name="A" * 41),
+    _info(first_name="Jan\n"),
+    _info(first_name="Jan\x00"),
+    _info(first_name="Jan\x1b[2J"),
+    _info(first_name="Jan\x7f"),
+    _info(first_name=5),
+    _info(first_name=["Jan"]),
+    # member_code: M + 10 digits
+    _info(member_code="M104200031"),
+    _info(member_code="m1042000315"),
+    _info(member_code="M1042000315\n"),
+    _info(member_code="1042000315"),
+    _info(member_code="M" + "\uff11" * 10),  # fullwidth digits
+    _info(member_code=1042000315),
+    # tier: 1 to 32 of [a-z0-9_-]
+    _info(tier="Gold"),
+    _info(tier=""),
+    _info(tier="t" * 33),
+    _info(tier="gold tier"),
+    _info(tier="gold\n"),
+    # points: an integer within +/- 10**12
+    _info(points=207.5),
+    _info(points=207.0),
+    _wire(_INFO).replace(b"207", b"207.0"),
+    _wire(_INFO).replace(b"207", b"2.07e2"),
+    _wire(_INFO).replace(b"207", b"NaN"),
+    _info(points="207"),
+    _info(points=True),
+    _info(points=None),
+    _info(points=10**12 + 1),
+    _info(points=-(10**12) - 1),
+    # rewards: at most 32 reward ids
+    _info(rewards=[f"r{i}" for i in range(33)]),
+    _info(rewards=["coffee"] * 1000),
+    _info(rewards=["Free coffee"]),
+    _info(rewards=["<script>"]),
+    _info(rewards=["coffee\n"]),
+    _info(rewards=[""]),
+    _info(rewards="coffee"),
+    _info(rewards=None),
+    _info(rewards=[1]),
+    # reward_names: reward id -> 1 to 60 characters, no control characters
+    _info(reward_names={"Coffee": "Free coffee"}),
+    _info(reward_names={"": "Free coffee"}),
+    _info(reward_names={"coffee": ""}),
+    _info(reward_names={"coffee": "n" * 61}),
+    _info(reward_names={"coffee": "Free\ncoffee"}),
+    _info(reward_names={"coffee": "Free coffee\x00"}),
+    _info(reward_names={"coffee": 5}),
+    _info(reward_names={"coffee": None}),
+    _info(reward_names=[["coffee", "Free coffee"]]),
+    _info(reward_names=None),
+    # stamps: card id -> [collected, needed], two non-negative integers
+    _info(stamps={"coffee-card": [2]}),
+    _info(stamps={"coffee-card": [2, 9, 1]}),
+    _info(stamps={"coffee-card": []}),
+    _info(stamps={"coffee-card": [-1, 9]}),
+    _info(stamps={"coffee-card": [2.0, 9]}),
+    _info(stamps={"coffee-card": [True, 9]}),
+    _info(stamps={"coffee-card": ["2", "9"]}),
+    _info(stamps={"coffee-card": "2/9"}),
+    _info(stamps={"coffee-card": {"stamps": 2, "needed": 9}}),
+    _info(stamps={"Coffee Card": [2, 9]}),
+    _info(stamps={"coffee-card": None}),
+    _info(stamps=None),
+    # blocked: a boolean
+    _info(blocked="yes"),
+    _info(blocked=1),
+    _info(blocked=None),
+    # unknown members: contact data has no place here, nor the reply's or another message's members
+    _info(email="ayse@example.com"),
+    _info(phone="+491701234567"),
+    _info(last_name="Yilmaz"),
+    _info(name="Ayşe"),
+    _info(Token=TOKEN),
+    _info(request_id=REQUEST_ID),
+    _info(tokens=[TOKEN]),
+    # not a JSON object
+    b"",
+    b"null",
+    b"[]",
+    json.dumps([_INFO]).encode(),
+    _wire(_INFO)[:-1],
+    _wire(_INFO) + b" trailing",
+    b"\xef\xbb\xbf" + _wire(_INFO),
+    b"\xff" + _wire(_INFO),
+]
+
+#: Lookup replies the node accepts.
+LOOKUP_REPLY_ACCEPTED: list[dict[str, Any] | bytes] = [
+    *[e.payload for e in iter_examples() if e.kind == "member_lookup_reply"],
+    _found(members=[]),  # the central receiver had nothing to say
+    _found(members=[_INFO] * 8),
+    _found(members=[{"token": TOKEN, "known": False}, _INFO]),
+]
+
+#: Lookup replies both the node's model and the document's schema refuse.
+LOOKUP_REPLY_REFUSED: list[dict[str, Any] | bytes] = [
+    _found(members=[_INFO] * 9),
+    _found(members=[_INFO] * 1000),
+    _found(members=_DELETE),
+    _found(members=None),
+    _found(members=_INFO),  # a summary, not a list of them
+    _found(members=[TOKEN]),
+    _found(members=[{"token": TOKEN}]),  # known missing
+    _found(members=[_info(first_name="<script>alert(1)</script>")]),
+    _found(members=[_info(points=1.5)]),
+    _found(members=[_info(rewards=[f"r{i}" for i in range(33)])]),
+    _found(members=[_info(email="ayse@example.com")]),
+    _found(request_id=_DELETE),
+    _found(request_id=REQUEST_ID.upper()),
+    _found(request_id=REQUEST_ID + "\n"),
+    _found(request_id=str(uuid.UUID(REQUEST_ID))),
+    _found(approved=True),  # a cross of the two replies is neither
+    _found(points_balance=1130),
+    _found(tokens=[TOKEN]),
+    _wire(_LOOKUP_REPLY).replace(b"1130", b"1130.0"),
+    _INFO,  # a summary on its own is not a reply
+    _ERASE,
+    {"request_id": REQUEST_ID, "approved": True, "members": []},
+]
+
+#: Erase commands the node accepts.
+ERASE_ACCEPTED: list[dict[str, Any] | bytes] = [
+    *[e.payload for e in iter_examples() if e.kind == "erase_command"],
+    _erase(tokens=[TOKEN]),
+    _erase(tokens=_TOKENS_64),
+    _erase(tokens=[TOKEN] * 64),
+    _erase(tokens=[CODE_TOKEN]),  # a later command of a member with more than 64 tokens
+]
+
+#: Erase commands both the node's model and the document's schema refuse.
+ERASE_REFUSED: list[dict[str, Any] | bytes] = [
+    _erase(tokens=[]),
+    _erase(tokens=[*_TOKENS_64, TOKEN]),  # 65
+    _erase(tokens=[TOKEN] * 10_000),
+    _erase(tokens=_DELETE),
+    _erase(tokens=None),
+    _erase(tokens=TOKEN),
+    _erase(tokens=[TOKEN.upper()]),
+    _erase(tokens=[TOKEN, TOKEN[:-1]]),
+    _erase(tokens=[TOKEN + "\n"]),
+    _erase(tokens=[TOKEN, 5]),
+    _erase(tokens=[1.5]),
+    _erase(tokens=["M1042000315"]),  # a member code, not its token
+    _erase(tokens=["<script>alert(1)</script>"]),
+    _erase(member_token=_DELETE),
+    _erase(member_token=None),
+    _erase(member_token=TOKEN.upper()),
+    _erase(member_token="M1042000315"),
+    _erase(member_token=[TOKEN]),
+    _erase(member_code="M1042000315"),  # personal data, and unknown
+    _erase(first_name="Ayşe"),
+    _erase(reason="gdpr"),
+    _wire(_ERASE).replace(b"]", b",1.0]"),
+    _INFO,
+    _LOOKUP_REPLY,
+    b"[]",
+    b"null",
+]
+
+PLAIN_CASES: list[tuple[str, dict[str, Any] | bytes, bool]] = [
+    *[("member_info", payload, True) for payload in INFO_ACCEPTED],
+    *[("member_info", payload, False) for payload in INFO_REFUSED],
+    *[("member_lookup_reply", payload, True) for payload in LOOKUP_REPLY_ACCEPTED],
+    *[("member_lookup_reply", payload, False) for payload in LOOKUP_REPLY_REFUSED],
+    *[("erase_command", payload, True) for payload in ERASE_ACCEPTED],
+    *[("erase_command", payload, False) for payload in ERASE_REFUSED],
+]
+
+
+@pytest.mark.parametrize(("kind", "payload", "accepted"), PLAIN_CASES)
+def test_command_or_lookup_reply_accepted_by_the_node_exactly_when_by_the_schema(
+    kind: str, payload: dict[str, Any] | bytes, accepted: bool
+) -> None:
+    """The node's msgspec model and the document's schema say the same, and what they should."""
+    raw = _wire(payload)
+    try:
+        PLAIN_MESSAGES[kind](raw)
+        model_ok = True
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        model_ok = False
+    try:
+        validate_payload(_topic(kind), raw)
+        schema_ok = True
+    except ValidationError:
+        schema_ok = False
+    assert (model_ok, schema_ok) == (accepted, accepted)
+
+
+def test_the_schema_accepts_what_the_central_receiver_sends() -> None:
+    """MemberInfo and the others as the central receiver encodes them (defaults omitted) validate."""
+    full = MemberInfo(
+        token=TOKEN,
+        known=True,
+        member_code="M1042000315",
+        first_name="Ayşe",
+        tier="silver",
+        points=207,
+        rewards=["coffee"],
+        reward_names={"coffee": "Free coffee"},
+        stamps={"coffee-card": [2, 9]},
+    )
+    for kind, message in [
+        ("member_info", full),
+        ("member_info", MemberInfo(token=TOKEN, known=False)),
+        ("member_info", MemberInfo(token=TOKEN, known=True, blocked=True)),
+        ("member_lookup_reply", MemberLookupReply(request_id=REQUEST_ID, members=[full])),
+        ("erase_command", EraseCommand(member_token=TOKEN, tokens=[TOKEN, CODE_TOKEN])),
+    ]:
+        raw = msgspec.json.encode(message)
+        assert payload_kind(_topic(kind), raw) == kind
+        assert PLAIN_MESSAGES[kind](raw) == message
+    assert msgspec.json.encode(MemberInfo(token=TOKEN, known=False)) == (
+        b'{"token":"' + TOKEN.encode() + b'","known":false}'
+    )
+
+
+@pytest.mark.parametrize("member", ["member_code", "first_name", "tier"])
+def test_null_in_a_member_summary_is_tolerated_by_the_node_but_not_in_the_contract(member: str) -> None:
+    """msgspec reads a null optional member as absent; the document says absent members are omitted."""
+    with_null = _wire(_info(**{member: None}))
+    assert _decode_member_info(with_null) == _decode_member_info(_wire(_info(**{member: _DELETE})))
+    with pytest.raises(ValidationError):
+        validate_payload(_topic("member_info"), with_null)
+
+
+def test_messages_of_the_reply_channel_exclude_each_other() -> None:
+    """Every example on a channel with several messages is valid as its own message only."""
+    for example in iter_examples():
+        kinds = route_for_topic(_topic(example.kind)).kinds
+        if len(kinds) < 2:
+            continue
+        valid = []
+        for kind in kinds:
+            try:
+                validate_message(kind, example.payload)
+                valid.append(kind)
+            except ValidationError:
+                pass
+        assert valid == [example.kind], example.name
+
+
+@pytest.mark.parametrize(
+    ("kind", "topic"),
+    [
+        ("member_info", "retail/v1/s1/n1/reply"),
+        ("member_info", "retail/v1/s1/n1/cmd/erase"),
+        ("member_info", "retail/v1/s1/n1/request/member"),
+        ("member_info", "retail/v1/s1/n1/event/identity"),
+        ("erase_command", "retail/v1/s1/n1/cmd/member"),
+        ("erase_command", "retail/v1/s1/n1/reply"),
+        ("member_lookup_reply", "retail/v1/s1/n1/cmd/member"),
+        ("member_lookup_reply", "retail/v1/s1/n1/request/member"),
+        ("redemption_reply", "retail/v1/s1/n1/cmd/member"),
+        ("redemption_reply", "retail/v1/s1/n1/cmd/erase"),
+    ],
+)
+def test_a_plain_message_on_another_topic_is_refused(kind: str, topic: str) -> None:
+    for example in iter_examples():
+        if example.kind == kind:
+            with pytest.raises(ValidationError):
+                validate_payload(topic, example.payload)
+
+
+def test_command_topics_are_any_nodes_but_only_their_shape() -> None:
+    for topic in (
+        "retail/v1/s1/n1/cmd/member",
+        "chain-a/x/A/0/cmd/member",
+        "retail/v1/de-ber-017/till-02/cmd/member",
+    ):
+        root = topic.rsplit("/", 4)[0]
+        assert payload_kind(topic, _INFO, root=root) == "member_info"
+        assert payload_kind(topic.replace("/member", "/erase"), _ERASE, root=root) == "erase_command"
+    for topic in (
+        "retail/v1/s1/n1/cmd/member/x",
+        "retail/v1/s 1/n1/cmd/member",
+        "retail/v1/s1/n1/cmd/members",
+    ):
+        with pytest.raises(ValidationError):
+            validate_payload(topic, _INFO)
+
+
+def test_oversized_command_is_refused() -> None:
+    raw = _wire(_INFO)
+    padded = raw[:-1] + b" " * (64 * 1024 - len(raw)) + b"}"
+    validate_payload(_topic("member_info"), padded)  # exactly at the bound: fine
+    with pytest.raises(ValidationError, match="bytes"):
+        validate_payload(_topic("member_info"), padded[:-1] + b" }")

@@ -2,13 +2,17 @@
 
 The document is the contract with central; this helper makes it executable in the tests:
 
-* ``message_schema_for_topic(topic)`` maps a real topic (``retail/v1/s1/n1/event/identity``,
-  ``retail/v1/s1/n1/status``) to the JSON Schema of the message the document declares for it;
-* ``validate_payload(topic, payload)`` checks raw bytes (or a decoded dict) against it and that the
-  envelope's ``store``/``node`` are the topic's; ``validate_message(kind, payload)`` does the same by
-  message kind (``identity``, ``assist``, ``status``, ``presence``, ``redemption_reply``, ...).
-* ``is_envelope(kind)`` tells signed envelopes from plain messages (the central receiver's replies,
-  which carry no ``store``/``node`` of their own: for them only the topic's shape is checked).
+* ``message_schemas_for_topic(topic)`` maps a real topic (``retail/v1/s1/n1/event/identity``,
+  ``retail/v1/s1/n1/status``, ``retail/v1/s1/n1/reply``) to the JSON Schemas of the messages the document
+  declares for it, by message kind: one for most channels, several for the node's reply topic, which
+  carries the answers to every kind of request (``message_schema_for_topic`` when there is just one);
+* ``validate_payload(topic, payload)`` checks raw bytes (or a decoded dict) against them (exactly one of
+  the channel's messages must match) and that an envelope's ``store``/``node`` are the topic's;
+  ``payload_kind(topic, payload)`` says which message it is; ``validate_message(kind, payload)`` checks a
+  payload as one message kind (``identity``, ``assist``, ``status``, ``presence``, ``redemption_reply``,
+  ``member_info``, ...).
+* ``is_envelope(kind)`` tells signed envelopes from plain messages (the central receiver's replies and
+  commands, which carry no ``store``/``node`` of their own: for them only the topic's shape is checked).
 
 Every mismatch raises ``jsonschema.ValidationError``. Validation is JSON Schema draft 7 with two
 deliberate tightenings, so the check is as strict as the node's own message models and the wire rules:
@@ -55,6 +59,8 @@ __all__ = [
     "message_kinds",
     "message_schema",
     "message_schema_for_topic",
+    "message_schemas_for_topic",
+    "payload_kind",
     "route_for_topic",
     "validate_message",
     "validate_payload",
@@ -99,12 +105,18 @@ def _follow(doc: dict[str, Any], pointer: str) -> tuple[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class _Message:
+    kind: str  # the message's key in its channel: identity, status, redemption_reply, member_info, ...
+    channel: str  # the key of its channel
+    message_pointer: str  # JSON pointer of the resolved Message Object
+    payload_pointer: str  # JSON pointer of the payload schema
+
+
+@dataclass(frozen=True, slots=True)
 class _Channel:
     key: str
     address: str
-    kind: str  # the key of its (single) message: identity, assist, status, presence
-    message_pointer: str  # JSON pointer of the resolved Message Object
-    payload_pointer: str  # JSON pointer of the payload schema
+    kinds: tuple[str, ...]  # the keys of its messages, in document order
 
 
 @cache
@@ -113,24 +125,39 @@ def _channels() -> tuple[_Channel, ...]:
     found = []
     for key, channel in doc["channels"].items():
         messages = channel.get("messages") or {}
-        if len(messages) != 1:
-            raise ValueError(f"channel {key} declares {len(messages)} messages; this helper expects one")
-        (kind,) = messages
-        msg_pointer, _ = _follow(doc, f"/channels/{key}/messages/{kind}")
-        found.append(_Channel(key, channel["address"], kind, msg_pointer, msg_pointer + "/payload"))
+        if not messages:
+            raise ValueError(f"channel {key} declares no messages")
+        found.append(_Channel(key, channel["address"], tuple(messages)))
     return tuple(found)
 
 
-def message_kinds() -> list[str]:
-    """The message kinds the document declares, e.g. ``["identity", "assist", "status", "presence"]``."""
-    return [c.kind for c in _channels()]
-
-
-def _channel_for_kind(kind: str) -> _Channel:
+@cache
+def _messages() -> dict[str, _Message]:
+    doc = load_document()
+    found: dict[str, _Message] = {}
     for channel in _channels():
-        if channel.kind == kind:
-            return channel
-    raise KeyError(f"docs/asyncapi.yaml declares no message kind {kind!r} (known: {message_kinds()})")
+        for kind in channel.kinds:
+            if kind in found:
+                raise ValueError(
+                    f"message kind {kind!r} is declared by channels {found[kind].channel} and {channel.key}"
+                )
+            pointer, _ = _follow(doc, f"/channels/{channel.key}/messages/{kind}")
+            found[kind] = _Message(kind, channel.key, pointer, pointer + "/payload")
+    return found
+
+
+def message_kinds() -> list[str]:
+    """The message kinds the document declares, e.g. ``["identity", "assist", ..., "member_info"]``."""
+    return list(_messages())
+
+
+def _message(kind: str) -> _Message:
+    try:
+        return _messages()[kind]
+    except KeyError:
+        raise KeyError(
+            f"docs/asyncapi.yaml declares no message kind {kind!r} (known: {message_kinds()})"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +170,12 @@ class Example:
 
 
 def iter_examples() -> Iterator[Example]:
-    """Every message example in the document, with the kind of the channel it belongs to."""
+    """Every message example in the document, with its message kind."""
     doc = load_document()
-    for channel in _channels():
-        message = _pointer_get(doc, channel.message_pointer)
+    for kind, found in _messages().items():
+        message = _pointer_get(doc, found.message_pointer)
         for index, example in enumerate(message.get("examples") or []):
-            yield Example(channel.kind, example.get("name", f"#{index}"), example["payload"])
+            yield Example(kind, example.get("name", f"#{index}"), example["payload"])
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -218,17 +245,24 @@ def is_envelope(kind: str) -> bool:
 
 def message_schema(kind: str) -> dict[str, Any]:
     """The payload schema (still containing ``$ref``s into the document) of message ``kind``."""
-    _, schema = _follow(load_document(), _channel_for_kind(kind).payload_pointer)
+    _, schema = _follow(load_document(), _message(kind).payload_pointer)
     return dict(schema)
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a topic says: the message kind and the topic's ``store`` and ``node`` levels."""
+    """What a topic says: the message kinds of its channel and the topic's ``store`` and ``node`` levels."""
 
-    kind: str
+    kinds: tuple[str, ...]
     store: str
     node: str
+
+    @property
+    def kind(self) -> str:
+        """The message kind of a channel with one message (``payload_kind`` tells several apart)."""
+        if len(self.kinds) != 1:
+            raise ValueError(f"the topic's channel carries several messages {self.kinds}; use payload_kind")
+        return self.kinds[0]
 
 
 _PARAM_RE = re.compile(r"\{([A-Za-z0-9_]+)\}")
@@ -252,12 +286,17 @@ def route_for_topic(topic: str, *, root: str = DEFAULT_ROOT) -> Route:
                 regex.append(f"(?P<{part}>{ident})")
         match = re.fullmatch("".join(regex), topic, re.ASCII)
         if match:
-            return Route(channel.kind, match["store"], match["node"])
+            return Route(channel.kinds, match["store"], match["node"])
     raise ValidationError(f"topic {topic!r} matches no channel of docs/asyncapi.yaml (root {root!r})")
 
 
+def message_schemas_for_topic(topic: str, *, root: str = DEFAULT_ROOT) -> dict[str, dict[str, Any]]:
+    """The payload schemas the document declares for ``topic``, by message kind."""
+    return {kind: message_schema(kind) for kind in route_for_topic(topic, root=root).kinds}
+
+
 def message_schema_for_topic(topic: str, *, root: str = DEFAULT_ROOT) -> dict[str, Any]:
-    """The payload schema the document declares for ``topic``."""
+    """The payload schema the document declares for ``topic`` (a channel with one message)."""
     return message_schema(route_for_topic(topic, root=root).kind)
 
 
@@ -320,11 +359,32 @@ def decode_payload(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _error(kind: str, doc: dict[str, Any]) -> ValidationError | None:
+    validator = _validator(_message(kind).payload_pointer)
+    error: ValidationError | None = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    return error
+
+
 def _validate(kind: str, doc: dict[str, Any]) -> None:
-    validator = _validator(_channel_for_kind(kind).payload_pointer)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    error = _error(kind, doc)
     if error is not None:
         raise error
+
+
+def _match(route: Route, topic: str, doc: dict[str, Any]) -> str:
+    """The one message kind of the topic's channel that ``doc`` is valid as."""
+    errors = {kind: _error(kind, doc) for kind in route.kinds}
+    valid = [kind for kind, error in errors.items() if error is None]
+    if len(valid) == 1:
+        return valid[0]
+    if valid:
+        raise ValidationError(f"payload on {topic!r} is valid as several messages {valid}; it must be one")
+    if len(route.kinds) == 1:
+        (error,) = errors.values()
+        assert error is not None
+        raise error
+    reasons = "; ".join(f"as {kind}: {error.message}" for kind, error in errors.items() if error is not None)
+    raise ValidationError(f"payload on {topic!r} is none of the messages {list(route.kinds)} ({reasons})")
 
 
 def validate_message(kind: str, payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
@@ -341,13 +401,25 @@ def validate_payload(
 
     Besides the schema, an envelope's ``store`` and ``node`` must be the topic's.
     """
+    return _validate_on_topic(topic, payload, root)[1]
+
+
+def payload_kind(topic: str, payload: bytes | str | dict[str, Any], *, root: str = DEFAULT_ROOT) -> str:
+    """Validate a payload published on ``topic`` like ``validate_payload``; returns its message kind."""
+    return _validate_on_topic(topic, payload, root)[0]
+
+
+def _validate_on_topic(
+    topic: str, payload: bytes | str | dict[str, Any], root: str
+) -> tuple[str, dict[str, Any]]:
     route = route_for_topic(topic, root=root)
-    doc = validate_message(route.kind, payload)
-    if not is_envelope(route.kind):
-        return doc
+    doc = decode_payload(payload)
+    kind = _match(route, topic, doc)
+    if not is_envelope(kind):
+        return kind, doc
     for member in ("store", "node"):
         if doc[member] != getattr(route, member):
             raise ValidationError(
                 f"envelope {member} {doc[member]!r} does not match the topic's {getattr(route, member)!r}"
             )
-    return doc
+    return kind, doc
