@@ -302,13 +302,18 @@ class MemberInfo(_Body):
     points: Minor = 0
     rewards: Annotated[list[RewardId], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
     #: the catalogue's display name of each reward offered
-    reward_names: dict[
-        RewardId, Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\Z")]
+    reward_names: Annotated[
+        dict[
+            RewardId,
+            Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\Z")],
+        ],
+        msgspec.Meta(max_length=32),
     ] = msgspec.field(default_factory=dict)
     #: stamp cards in progress: card id -> (stamps, stamps needed)
-    stamps: dict[RewardId, Annotated[list[Count], msgspec.Meta(min_length=2, max_length=2)]] = msgspec.field(
-        default_factory=dict
-    )
+    stamps: Annotated[
+        dict[RewardId, Annotated[list[Count], msgspec.Meta(min_length=2, max_length=2)]],
+        msgspec.Meta(max_length=16),
+    ] = msgspec.field(default_factory=dict)
     blocked: bool = False
 
 

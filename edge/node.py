@@ -393,10 +393,11 @@ class Node:
                 self._member_info(msgspec.json.decode(payload, type=MemberInfo))
             elif name == "erase":
                 erase = msgspec.json.decode(payload, type=EraseCommand)
-                self.members.forget_all(erase.tokens)
+                tokens = [erase.member_token, *erase.tokens]
+                self.members.forget_all(tokens)
                 feed = getattr(self, "_feed", None)
                 if feed is not None:
-                    feed.forget_tokens(erase.tokens)
+                    feed.forget_tokens(tokens)
                 log.info("erase command: forgot %d token(s) of an erased member", len(erase.tokens))
             else:
                 log.warning("unknown command %r from the central receiver ignored", name[:40])

@@ -349,3 +349,23 @@ def test_pushes_go_to_the_node_that_sent_the_sale(
     assert [p.topic for p in pushes] == [f"retail/v1/{other.store}/{other.node}/cmd/member"]
     info = msgspec.json.decode(pushes[0].payload, type=MemberInfo)
     assert (info.token, info.known, info.tier) == (CARD, True, "basic")
+
+
+def test_a_name_that_cannot_be_shown_safely_is_cleaned_not_fatal(
+    engine: Engine, node: FakeNode, ingestor: Ingestor
+) -> None:
+    class Names:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def display_name(self, member_token: str) -> tuple[str, str] | None:
+            return ("M0000004275", self.name) if member_token == MEMBER else None
+
+    join(ingestor, node)
+    hostile = MemberService(engine, LoyaltySection(), Names("<b>Zeynep</b>\u2028" + "x" * 80)).info(CARD)
+    # what a node would decode: within the contract, markup and separators gone, at most 40 characters
+    decoded = msgspec.json.decode(msgspec.json.encode(hostile), type=MemberInfo)
+    assert decoded.first_name is not None and decoded.first_name.startswith("bZeynep/b")
+    assert len(decoded.first_name) == 40 and "<" not in decoded.first_name
+    nothing = MemberService(engine, LoyaltySection(), Names("<>\x00")).info(CARD)
+    assert nothing.first_name is None and nothing.known and nothing.member_code == "M0000004275"

@@ -14,10 +14,12 @@ the same moment cannot both spend the same points; SQLite serialises writers any
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import msgspec
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from cloud_sync.central.db import IMMEDIATE
@@ -26,6 +28,31 @@ from cloud_sync.central.schema import cards, ledger, members, redemptions, sales
 from cloud_sync.messages import MemberInfo, RedemptionReply, RedemptionRequestBody
 
 log = logging.getLogger(__name__)
+
+
+_UNSHOWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>]")
+
+
+def _checked(info: MemberInfo) -> MemberInfo:
+    """The summary as the node will decode it: msgspec does not check constraints when a struct is built
+    in code, and a node drops a whole push that fails them. A name that cannot be shown safely (too long,
+    control characters, markup) is cleaned or left out rather than losing the member's figures."""
+    raw = msgspec.to_builtins(info)
+    if raw.get("first_name"):
+        name = _UNSHOWABLE.sub("", raw["first_name"]).strip()[:40]
+        raw["first_name"] = name or None
+        if raw["first_name"] is None:
+            del raw["first_name"]
+    names = {k: _UNSHOWABLE.sub("", v).strip()[:60] or k for k, v in raw.get("reward_names", {}).items()}
+    if names:
+        raw["reward_names"] = names
+    try:
+        return msgspec.convert(raw, MemberInfo)
+    except msgspec.ValidationError as exc:
+        log.error("member summary for a token fails its contract (%s); sent without names", exc)
+        raw.pop("first_name", None)
+        raw.pop("reward_names", None)
+        return msgspec.convert(raw, MemberInfo)
 
 
 class NameSource(Protocol):
@@ -106,21 +133,23 @@ class MemberService:
             if stamp_state[card.id][2] > 0:
                 rewards.append(card.reward)
         named = self._names.display_name(member) if self._names is not None else None
-        return MemberInfo(
-            token=token,
-            known=True,
-            member_code=named[0] if named else None,
-            first_name=named[1] if named else None,
-            tier=tier,
-            points=points,
-            rewards=rewards[:32],
-            reward_names={
-                r: reward.name for r in rewards[:32] if (reward := self._program.reward(r)) is not None
-            },
-            stamps={
-                card_id: [progress, needed] for card_id, (progress, needed, _left) in stamp_state.items()
-            },
-            blocked=blocked,
+        return _checked(
+            MemberInfo(
+                token=token,
+                known=True,
+                member_code=named[0] if named else None,
+                first_name=named[1] if named else None,
+                tier=tier,
+                points=points,
+                rewards=rewards[:32],
+                reward_names={
+                    r: reward.name for r in rewards[:32] if (reward := self._program.reward(r)) is not None
+                },
+                stamps={
+                    card_id: [progress, needed] for card_id, (progress, needed, _left) in stamp_state.items()
+                },
+                blocked=blocked,
+            )
         )
 
     def info(self, token: str) -> MemberInfo:
