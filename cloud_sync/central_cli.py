@@ -204,6 +204,12 @@ cli.add_command(report_cmd)
 cli.add_command(dashboard_cmd)
 
 
+from cloud_sync.central.vault_cli import privacy_group, vault_group  # noqa: E402 - registered last
+
+cli.add_command(vault_group)
+cli.add_command(privacy_group)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(standalone_mode=True)
