@@ -78,6 +78,8 @@ def run_cmd(ctx: click.Context, db: str | None, broker: str | None) -> None:
     """Ingest the nodes' events until SIGTERM (one worker; run several to scale out)."""
     from cloud_sync.central.db import DatabaseUnavailable
     from cloud_sync.central.service import run
+    from cloud_sync.central.vault import VaultError
+    from cloud_sync.central.vault_keys import VaultKeyError
 
     settings = _settings(ctx, db=db, broker=broker)
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -85,6 +87,8 @@ def run_cmd(ctx: click.Context, db: str | None, broker: str | None) -> None:
         sys.exit(run(settings))
     except DatabaseUnavailable as exc:
         _fail(f"database: {exc}", 1)
+    except (VaultError, VaultKeyError) as exc:
+        _fail(f"vault: {exc}", 2)
     except OSError as exc:  # e.g. the metrics port is taken
         _fail(str(exc), 1)
 
@@ -198,16 +202,13 @@ def verify_cmd(pubkey: str, message: BinaryIO) -> None:
     )
 
 
-from cloud_sync.central.report_cli import dashboard_cmd, report_cmd  # noqa: E402 - registered last
+# Command groups in their own modules, registered last (they import the helpers above).
+from cloud_sync.central.loyalty_cli import cards_group, loyalty_group  # noqa: E402
+from cloud_sync.central.report_cli import dashboard_cmd, report_cmd  # noqa: E402
+from cloud_sync.central.vault_cli import privacy_group, vault_group  # noqa: E402
 
-cli.add_command(report_cmd)
-cli.add_command(dashboard_cmd)
-
-
-from cloud_sync.central.vault_cli import privacy_group, vault_group  # noqa: E402 - registered last
-
-cli.add_command(vault_group)
-cli.add_command(privacy_group)
+for _command in (report_cmd, dashboard_cmd, vault_group, privacy_group, loyalty_group, cards_group):
+    cli.add_command(_command)
 
 
 def main() -> None:

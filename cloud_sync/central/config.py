@@ -22,6 +22,7 @@ from cloud_sync.settings import (
     Schema,
     Section,
     check_broker,
+    check_readable,
     parse_broker_url,
     tls_context,
 )
@@ -66,9 +67,16 @@ class VaultSection(Section):
 
     #: empty = a second SQLite file in the data directory
     url: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    #: the X25519 key that opens what the nodes sealed ('kiosk-central vault keygen'); default: vault.key
+    #: in the data directory; without one, sign-ups wait sealed in the ledger until it is configured
+    private_key_file: Path | None = None
+    #: the AES-256-GCM data keys personal data is stored under (docs/privacy.md: rotation)
+    data_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         _check_db_url("url", self.url)
+        check_readable("private_key_file", self.private_key_file)
+        check_readable("data_key_file", self.data_key_file)
 
 
 class DataSection(Section):

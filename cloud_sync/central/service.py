@@ -19,6 +19,7 @@ from cloud_sync.central.ingest import Ingestor
 from cloud_sync.central.members import MemberService
 from cloud_sync.central.metrics import registry_for
 from cloud_sync.central.responder import Responder
+from cloud_sync.central.vault import open_vault_if_configured
 from cloud_sync.central.worker import IngestWorker
 
 log = logging.getLogger(__name__)
@@ -28,18 +29,24 @@ def run(settings: CentralSettings, *, ready: threading.Event | None = None) -> i
     """Run one worker until a signal; returns the exit code."""
     engine = make_engine(settings.db_url)
     migrate(engine)
+    # the PII vault (None when no vault key is configured: sign-ups then wait, sealed, in the ledger)
+    vault = open_vault_if_configured(settings, engine)
     program = settings.loyalty
     consumers: list[Callable[[list[dict[str, Any]]], None]] = []
+    if vault is not None:
+        consumers.append(vault.on_commit)  # first, so the push after a sign-up already knows the first name
 
     def after_commit(docs: Sequence[dict[str, Any]]) -> None:
         for consume in consumers:
             consume(list(docs))
 
     ingestor = Ingestor(engine, settings.mqtt.topic_root, program=program, on_commit=after_commit)
-    members = MemberService(engine, program)
+    members = MemberService(engine, program, names=vault)
     responder = Responder(members, ingestor.keys, settings.mqtt.topic_root, program.request_max_age)
     worker = IngestWorker(settings.mqtt, ingestor, responder)
     consumers.append(worker.schedule_push)
+    if vault is not None:
+        vault.start_catch_up()  # what the vault missed while this worker (or its database) was down
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -70,6 +77,8 @@ def run(settings: CentralSettings, *, ready: threading.Event | None = None) -> i
         if server is not None:
             server.shutdown()
             server.server_close()
+        if vault is not None:
+            vault.close()
         engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
