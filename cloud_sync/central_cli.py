@@ -83,6 +83,7 @@ def run_cmd(ctx: click.Context, db: str | None, broker: str | None) -> None:
 
     settings = _settings(ctx, db=db, broker=broker)
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin INFO lines at every start
     try:
         sys.exit(run(settings))
     except DatabaseUnavailable as exc:
