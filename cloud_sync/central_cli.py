@@ -68,6 +68,7 @@ _DB_OPTION = click.option(
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Central receiver for the chain's kiosk-edge nodes."""
     ctx.obj = {"config": config}
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin INFO lines at every start
 
 
 @cli.command("run")
@@ -83,7 +84,6 @@ def run_cmd(ctx: click.Context, db: str | None, broker: str | None) -> None:
 
     settings = _settings(ctx, db=db, broker=broker)
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin INFO lines at every start
     try:
         sys.exit(run(settings))
     except DatabaseUnavailable as exc:

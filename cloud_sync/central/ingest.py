@@ -27,8 +27,8 @@ from typing import Any, Literal
 import msgspec
 from nacl.signing import VerifyKey
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_sync.central.accounts import add_stamps, bind_token, upsert
 from cloud_sync.central.program import LoyaltySection
 from cloud_sync.central.schema import (
     cards,
@@ -42,7 +42,6 @@ from cloud_sync.central.schema import (
     redemptions,
     sale_lines,
     sales,
-    stamps,
 )
 from cloud_sync.envelope import MAX_PAYLOAD_BYTES, SCHEMA_PREFIX, decode_public_key, verify
 from cloud_sync.errors import EnvelopeError, SignatureError
@@ -142,11 +141,7 @@ def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _upsert(conn: Connection, table: Any) -> postgresql.Insert | sqlite.Insert:
-    """The dialect's INSERT, which knows ``ON CONFLICT``."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+_upsert = upsert
 
 
 class Ingestor:
@@ -461,48 +456,8 @@ class Ingestor:
     def _bind(
         self, conn: Connection, token: str, member_token: str, doc: dict[str, Any], now: datetime
     ) -> None:
-        """Bind ``token`` to the member unless it already belongs to someone; carry its points over."""
-        stmt = _upsert(conn, cards)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["token"],
-            set_={"member_token": func.coalesce(cards.c.member_token, stmt.excluded.member_token)},
-        )
-        conn.execute(
-            stmt,
-            {
-                "token": token,
-                "member_token": member_token,
-                "status": "active",
-                "first_seen": now,
-                "last_seen": now,
-                "last_store": doc["store"],
-            },
-        )
-        if token == member_token:
-            return
-        owner = conn.execute(select(cards.c.member_token).where(cards.c.token == token)).scalar_one()
-        if owner != member_token:
+        if not bind_token(conn, token, member_token, now=now, store=doc["store"], event_id=doc["id"]):
             log.warning("card already bound to another member; sign-up %s keeps it unbound", doc["id"])
-            return
-        # Stamps and points a card earned before its holder joined move to the member (points as two
-        # entries: the ledger is append-only).
-        for card_id, units in conn.execute(
-            select(stamps.c.card, stamps.c.units).where(stamps.c.account == token)
-        ).all():
-            self._add_stamps(conn, {(member_token, card_id): units})
-            conn.execute(stamps.delete().where(stamps.c.account == token, stamps.c.card == card_id))
-        balance = conn.execute(
-            select(func.coalesce(func.sum(ledger.c.points), 0)).where(ledger.c.account == token)
-        ).scalar_one()
-        if balance:
-            entry = {"event_id": doc["id"], "booked_at": now, "store": doc["store"]}
-            conn.execute(
-                ledger.insert(),
-                [
-                    {**entry, "account": token, "kind": "transfer", "points": -balance},
-                    {**entry, "account": member_token, "kind": "transfer", "points": balance},
-                ],
-            )
 
     def _sales(self, conn: Connection, docs: Sequence[dict[str, Any]], now: datetime) -> None:
         bodies = [msgspec.convert(doc["body"], SaleBody) for doc in docs]
@@ -585,17 +540,10 @@ class Ingestor:
                     key = (row["account"], card.id)
                     stamp_units[key] = stamp_units.get(key, 0) + units
         if stamp_units:
-            self._add_stamps(conn, stamp_units)
+            add_stamps(conn, stamp_units)
         members_in_batch = {row["account"] for row in sale_rows if row["account"] in member_accounts}
         if members_in_batch:
             self._upgrade_tiers(conn, sorted(members_in_batch), now)
-
-    def _add_stamps(self, conn: Connection, units: dict[tuple[str, str], int]) -> None:
-        stmt = _upsert(conn, stamps)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account", "card"], set_={"units": stamps.c.units + stmt.excluded.units}
-        )
-        conn.execute(stmt, [{"account": a, "card": c, "units": n} for (a, c), n in sorted(units.items())])
 
     def _upgrade_tiers(self, conn: Connection, accounts: list[str], now: datetime) -> None:
         """Raise members whose 12-month spend now reaches a higher tier (downgrades: ``loyalty maintain``)."""

@@ -17,11 +17,12 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from cloud_sync.central.accounts import bind_token
 from cloud_sync.central.db import IMMEDIATE
 from cloud_sync.central.program import LoyaltySection
 from cloud_sync.central.schema import cards, ledger, members, redemptions, sales, stamps
@@ -313,8 +314,49 @@ class MemberService:
                     moved += 1
         return moved
 
-    def block_card(self, token: str) -> bool:
-        """Block a lost card (its redemptions are declined; its points stay with the member)."""
+    def block_card(self, token: str, *, blocked: bool = True) -> bool:
+        """Block a lost card (its redemptions are declined; its points stay with the member), or unblock."""
         with self._engine.begin() as conn:
-            result = conn.execute(cards.update().where(cards.c.token == token).values(status="blocked"))
+            result = conn.execute(
+                cards.update().where(cards.c.token == token).values(status="blocked" if blocked else "active")
+            )
         return bool(result.rowcount)
+
+    def cards_of(self, member_token: str) -> list[dict[str, Any]]:
+        """The member's tokens (cards and their member code's own token), for an operator."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(cards).where(cards.c.member_token == member_token).order_by(cards.c.first_seen)
+            ).all()
+        return [
+            {
+                "token": r.token,
+                "kind": "member code" if r.token == member_token else "card",
+                "status": r.status,
+                "first_seen": r.first_seen.isoformat(),
+                "last_seen": r.last_seen.isoformat(),
+                "last_store": r.last_store,
+            }
+            for r in rows
+        ]
+
+    def recent_unbound(self, store: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
+        """Cards tapped recently that belong to nobody: a replacement card just tapped at a till is here."""
+        query = select(cards).where(cards.c.member_token.is_(None))
+        if store is not None:
+            query = query.where(cards.c.last_store == store)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(cards.c.last_seen.desc()).limit(limit)).all()
+        return [{"token": r.token, "last_seen": r.last_seen.isoformat(), "store": r.last_store} for r in rows]
+
+    def bind_card(self, member_token: str, token: str) -> bool:
+        """Bind a replacement card to a member (its own earnings move over); False if it belongs to
+        someone else or the member does not exist."""
+        now = self._clock()
+        with self._engine.connect() as conn, conn.execution_options(**{IMMEDIATE: True}).begin():
+            store = conn.execute(
+                select(members.c.store).where(members.c.member_token == member_token)
+            ).scalar_one_or_none()
+            if store is None:
+                return False
+            return bind_token(conn, token, member_token, now=now, store=store, ref=f"bind:{now:%Y-%m-%d}")

@@ -955,6 +955,14 @@ class PiiVault:
             raise UnknownMember(f"no member {member_code} in the vault")
         return person, erased
 
+    def member_token(self, member_code: str) -> str:
+        """The pseudonymous token the ledger knows ``member_code`` by (UnknownMember / MemberErased)."""
+        person, erased = self._find(_canonical(member_code))
+        if person is None:
+            assert erased is not None
+            raise MemberErased(erased.member_code, erased.erased_at)
+        return str(person.member_token)
+
     def personal_data(self, member_code: str) -> dict[str, Any]:
         """The decrypted record (first name, e-mail, phone, language) of ``member_code``."""
         person, erased = self._find(_canonical(member_code))
