@@ -81,6 +81,9 @@ class RelayOptions:
     command_prefix: str | None = None
     #: called on the relay thread with (command name, payload); must be quick and must not raise
     on_command: Callable[[str, bytes], None] | None = None
+    #: retained configuration the central receiver publishes for every node (the earn rules)
+    rules_topic: str | None = None
+    on_rules: Callable[[bytes], None] | None = None
 
 
 #: Builds a sealed presence message: (state, reason) -> message.
@@ -372,6 +375,12 @@ class _Session:
             log.warning("mqtt: the broker refused the reply topic subscription: %s", reasons)
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.options.rules_topic and self.options.on_rules is not None:
+            try:
+                self.options.on_rules(bytes(msg.payload))
+            except Exception:
+                log.exception("mqtt: the earn rules could not be applied")
+            return
         prefix = self.options.command_prefix
         if prefix is not None and msg.topic.startswith(prefix + "/") and self.options.on_command is not None:
             name = msg.topic[len(prefix) + 1 :]
@@ -491,7 +500,7 @@ class _Session:
         relay._last_error = None
         log.info("mqtt: connected to %s", self.options.display_url)
         self._publish_presence(client, "online", "connected")
-        topics = [t for t in (self.options.reply_topic,) if t is not None]
+        topics = [t for t in (self.options.reply_topic, self.options.rules_topic) if t is not None]
         if self.options.command_prefix is not None:
             topics.append(self.options.command_prefix + "/+")
         if topics:

@@ -22,6 +22,7 @@ import msgspec
 from cloud_sync.codes import member_code_is_valid
 from cloud_sync.envelope import SignedMessage, Signer
 from cloud_sync.errors import CloudSyncError
+from cloud_sync.loyalty import DEFAULT_RULES, EarnRules, decode_rules, earn_rules_topic
 from cloud_sync.messages import EraseCommand, MemberInfo, validate_body
 from cloud_sync.outbox import Limits, Outbox, OutboxStats, disk_usage
 from cloud_sync.relay import Relay, RelayOptions, client_id_for
@@ -85,6 +86,7 @@ def relay_options(settings: Settings) -> RelayOptions:
         status_topic=f"{root}/{settings.node.store}/{settings.node.id}/status",
         reply_topic=f"{root}/{settings.node.store}/{settings.node.id}/reply",
         command_prefix=f"{root}/{settings.node.store}/{settings.node.id}/cmd",
+        rules_topic=earn_rules_topic(root),
         tls=m.ssl_context() if broker.tls else None,
         username=broker.username,
         password=broker.password,
@@ -210,6 +212,8 @@ class Node:
         self.pos_port = 0
         self.members = MemberDirectory()
         self._lookups: MemberLookups | None = None
+        #: the earn rules until the central receiver's arrive (and after a restart, until they come again)
+        self._rules: EarnRules = DEFAULT_RULES
         self.till: TillSession
         self._sales: SaleService
         self._feed: LiveFeed
@@ -262,7 +266,9 @@ class Node:
         # (devices, control endpoint) stops first, then the heartbeat, then the relay finishes in-flight
         # publishes, and the outbox closes last.
         self.relay = Relay(
-            dataclasses.replace(relay_options(s), on_command=self._on_command), self.outbox, self._presence
+            dataclasses.replace(relay_options(s), on_command=self._on_command, on_rules=self._on_rules),
+            self.outbox,
+            self._presence,
         )
         self.relay.start()
         self._stack.callback(self.relay.stop)
@@ -344,8 +350,11 @@ class Node:
         self.till = TillSession(pseudonymizer, s.pos.session_window, on_change=cashier.customer_changed)
         cashier.follow(self.till)
         self._stack.callback(self.notifier.subscribe(self.till.on_notice))
-        sales = SaleService(self.outbox, self.till, self.members, on_recorded=self._sale_recorded)
+        sales = SaleService(
+            self.outbox, self.till, self.members, rules=self._rules, on_recorded=self._sale_recorded
+        )
         self._sales = sales
+        sales.rules = self._rules  # rules that arrived while the service was being built
         allowance = OfflineAllowance(data_dir / LOCAL_DB_FILE, s.pos.offline_redemptions_per_day)
         self._stack.callback(allowance.close)
         redemptions = RedemptionService(
@@ -403,6 +412,23 @@ class Node:
                 log.warning("unknown command %r from the central receiver ignored", name[:40])
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             log.warning("malformed %r command ignored: %s", name[:40], exc)
+
+    def _on_rules(self, payload: bytes) -> None:
+        """The chain's earn rules, retained on the broker: the till's provisional points use them."""
+        try:
+            rules = decode_rules(payload)
+        except ValueError as exc:
+            log.error("%s; the till keeps its current rules", exc)
+            return
+        sales = getattr(self, "_sales", None)
+        if sales is not None and sales.rules != rules:
+            sales.rules = rules
+            log.info(
+                "earn rules from the central receiver: %d minor units per point, %d promotion(s)",
+                rules.minor_per_point,
+                len(rules.promotions),
+            )
+        self._rules = rules
 
     def _member_info(self, info: MemberInfo) -> None:
         known = self.members.apply(info)

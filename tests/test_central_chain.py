@@ -86,9 +86,17 @@ def test_tap_join_elsewhere_sell_push_and_redeem(tmp_path: Path, postgres: Postg
             env=base_env(),
         )
         assert added.returncode == 0, added.stderr
-        central = CentralProcess(tmp_path / "central", db_url, broker.url, "central-chain").start()
+        # the chain doubles points on coffee: the central receiver books it, and tells the tills
+        config = tmp_path / "central.toml"
+        config.write_text("[loyalty.category_percent]\ncoffee = 200\n")
+        central = CentralProcess(
+            tmp_path / "central", db_url, broker.url, "central-chain", config=config
+        ).start()
         try:
             wait_until(lambda: node.status()["broker"]["connected"], 10, "the node's broker connection")
+            wait_until(
+                lambda: "earn rules from the central receiver" in node.log_text(), 10, "the earn rules"
+            )
             card = Pseudonymizer(load_pseudonym_key(node.data_dir / PSEUDONYM_KEY_FILE)).card_token(
                 bytes.fromhex(UID)
             )
@@ -136,8 +144,9 @@ def test_tap_join_elsewhere_sell_push_and_redeem(tmp_path: Path, postgres: Postg
                 node.pos_port, "POST", "/pos/v1/sales", SALE, **auth, **{"Idempotency-Key": "RC-7001"}
             )
             assert status == 201, sale
-            wait_until(lambda: balance(engine, member) == 207, 15, "the sale's 7 points in the ledger")
-            wait_until(lambda: "207 points" in welcome(node), 10, "the pushed figures on the kiosk")
+            assert sale["customer"]["points_earned"] == 15  # 7.50 of coffee at 200 %, at the till already
+            wait_until(lambda: balance(engine, member) == 215, 15, "the sale's 15 points in the ledger")
+            wait_until(lambda: "215 points" in welcome(node), 10, "the pushed figures on the kiosk")
             page = welcome(node)
             assert 'data-state="member"' in page and "Stamp card: 2 of 9" in page
 
@@ -155,7 +164,7 @@ def test_tap_join_elsewhere_sell_push_and_redeem(tmp_path: Path, postgres: Postg
             assert (
                 answer["approved"] is True
                 and answer["approval"] == "central"
-                and answer["points_balance"] == 57
+                and answer["points_balance"] == 65
             )
 
             def settled() -> bool:
@@ -164,7 +173,7 @@ def test_tap_join_elsewhere_sell_push_and_redeem(tmp_path: Path, postgres: Postg
                 return row is not None
 
             wait_until(settled, 15, "the node's redemption event")
-            assert balance(engine, member) == 57
+            assert balance(engine, member) == 65
         finally:
             assert central.stop() == 0
         assert "Traceback" not in central.log_text()

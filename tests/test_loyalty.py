@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from dataclasses import dataclass, replace
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud_sync.loyalty import DEFAULT_RULES, EarnRules, eligible_minor, points_for
+from cloud_sync.loyalty import DEFAULT_RULES, EarnRules, Promotion, decode_rules, eligible_minor, points_for
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,17 @@ rules_st = st.builds(
     minor_per_point=st.integers(1, 10_000),
     excluded_categories=st.frozensets(st.sampled_from(CATEGORIES)),
     tier_percent=st.dictionaries(st.sampled_from(["basic", "silver", "gold"]), st.integers(0, 1000)),
+    category_percent=st.dictionaries(st.sampled_from(CATEGORIES), st.integers(0, 1000)),
+    promotions=st.lists(
+        st.builds(
+            Promotion,
+            start=st.just(dt.datetime(2026, 11, 1, tzinfo=dt.UTC)),
+            end=st.just(dt.datetime(2026, 12, 1, tzinfo=dt.UTC)),
+            percent=st.integers(0, 1000),
+            categories=st.frozensets(st.sampled_from(CATEGORIES)),
+        ),
+        max_size=2,
+    ).map(tuple),
 )
 
 
@@ -247,10 +259,9 @@ def test_points_never_exceed_eligible_per_point_at_the_highest_rate(
     max_percent = max([100, *rules.tier_percent.values()])
     # |points| <= |eligible| / minor_per_point * max_percent / 100, without leaving integers
     assert abs(points) * rules.minor_per_point * 100 <= abs(eligible) * max_percent
-    # and the discount only ever shrinks what earns
-    undiscounted = sum(
-        line.quantity * line.unit_price for line in lines if line.category not in rules.excluded_categories
-    )
+    # and the discount only ever shrinks what earns (the weighted amount: category multipliers)
+    weighted = sum(line.quantity * line.unit_price * rules.weight(line.category, None) for line in lines)
+    undiscounted = (1 if weighted >= 0 else -1) * (abs(weighted) // 10_000)
     assert abs(eligible) <= abs(undiscounted)
     assert eligible == 0 or (eligible > 0) == (undiscounted > 0)
 
@@ -266,3 +277,96 @@ def test_points_are_deterministic_and_independent_of_line_order(
     assert points_for(lines, discount, tier) == first
     assert points_for(shuffled, discount, tier) == first
     assert isinstance(first, int)
+
+
+# Category multipliers and promotions -----------------------------------------------------------------
+
+NOV = dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC)
+BLACK_FRIDAY = Promotion(
+    start=dt.datetime(2026, 11, 27, tzinfo=dt.UTC), end=dt.datetime(2026, 11, 28, tzinfo=dt.UTC), percent=300
+)
+
+
+def test_category_multiplier_weights_only_its_lines() -> None:
+    rules = EarnRules(category_percent={"food": 200})
+    basket = [Line(1, 1000, "food"), Line(1, 1000, "home")]
+    # food 10.00 at 200 % + home 10.00 at 100 % = 30.00 eligible -> 30 points
+    assert eligible_minor(basket, 0, rules=rules) == 3000
+    assert points_for(basket, 0, None, rules) == 30
+    # with 5.00 off the 20.00 basket: 3000 * 1500 / 2000 = 2250 -> 22 points
+    assert points_for(basket, 500, None, rules) == 22
+    # excluded beats any multiplier
+    assert points_for([Line(1, 1000, "tobacco")], 0, None, EarnRules(category_percent={"tobacco": 500})) == 0
+
+
+def test_a_promotion_applies_inside_its_window_only() -> None:
+    rules = EarnRules(promotions=(BLACK_FRIDAY,))
+    basket = [Line(2, 1234, "home")]
+    assert points_for(basket, 0, "gold", rules, at=NOV) == 37  # 24.68 at 150 %
+    friday = dt.datetime(2026, 11, 27, 9, tzinfo=dt.UTC)
+    assert points_for(basket, 0, "gold", rules, at=friday) == 111  # and 300 % of that: 24.68 x 4.5
+    assert points_for(basket, 0, "gold", rules, at=BLACK_FRIDAY.end) == 37  # the end is exclusive
+    assert points_for(basket, 0, "gold", rules) == 37  # no sale time: no promotion
+
+
+def test_category_promotions_stack_with_category_multipliers() -> None:
+    organic = Promotion(
+        start=NOV - dt.timedelta(days=1),
+        end=NOV + dt.timedelta(days=1),
+        percent=150,
+        categories=frozenset({"food"}),
+    )
+    rules = EarnRules(category_percent={"food": 200}, promotions=(organic,))
+    basket = [Line(1, 1000, "food"), Line(1, 1000, "home")]
+    assert points_for(basket, 0, None, rules, at=NOV) == 40  # 10.00 x 3 + 10.00 x 1
+
+
+def test_without_multipliers_the_figures_are_exactly_the_plain_rules() -> None:
+    rng = random.Random(7)
+    plain = EarnRules()
+    neutral = EarnRules(
+        category_percent={"food": 100}, promotions=(msgspec.structs.replace(BLACK_FRIDAY, percent=100),)
+    )
+    for _ in range(500):
+        basket = [
+            Line(rng.choice([-2, -1, 1, 3]), rng.randint(0, 99_999), rng.choice(CATEGORIES)) for _ in range(4)
+        ]
+        size = abs(sum(line.quantity * line.unit_price for line in basket))
+        discount = rng.randint(0, size)
+        at = dt.datetime(2026, 11, 27, 10, tzinfo=dt.UTC)
+        assert points_for(basket, discount, "silver", neutral, at=at) == points_for(
+            basket, discount, "silver", plain
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"category_percent": {"food": 1001}}, "percent must be an integer"),
+        ({"category_percent": {"": 100}}, "non-empty"),
+    ],
+)
+def test_bad_category_multipliers_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EarnRules(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "percent", "message"),
+    [
+        (dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 200, "end after"),
+        (dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2), 200, "time zone"),
+        (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC), 5000, "percent"),
+    ],
+)
+def test_bad_promotions_are_refused(start: dt.datetime, end: dt.datetime, percent: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Promotion(start=start, end=end, percent=percent)
+
+
+def test_published_rules_round_trip_and_are_checked() -> None:
+    rules = EarnRules(category_percent={"food": 200}, promotions=(BLACK_FRIDAY,))
+    assert decode_rules(msgspec.json.encode(rules)) == rules
+    for bad in (b"{", b'{"minor_per_point": 0}', b'{"promotions": [{"start": "x"}]}', b'{"extra": 1}'):
+        with pytest.raises(ValueError, match="earn rules"):
+            decode_rules(bad)

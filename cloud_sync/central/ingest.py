@@ -484,7 +484,8 @@ class Ingestor:
                 candidates = [body.customer.token, body.customer.code_token]
                 known = [bound[t] for t in candidates if t and t in bound]
                 account, tier = known[0] if known else (body.customer.token, None)
-            points = points_for(body.lines, body.discount, tier, self._rules) if account else 0
+            sold_at = _parse_ts(body.sold_at or doc["ts"])
+            points = points_for(body.lines, body.discount, tier, self._rules, at=sold_at) if account else 0
             sale_rows.append(
                 {
                     "event_id": doc["id"],
@@ -492,7 +493,7 @@ class Ingestor:
                     "node": doc["node"],
                     "pos": body.pos,
                     "receipt": body.receipt,
-                    "sold_at": _parse_ts(body.sold_at or doc["ts"]),
+                    "sold_at": sold_at,
                     "total": body.total,
                     "discount": body.discount,
                     "currency": body.currency,

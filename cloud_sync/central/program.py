@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from cloud_sync.loyalty import DEFAULT_EXCLUDED_CATEGORIES, EarnRules
+from cloud_sync.loyalty import DEFAULT_EXCLUDED_CATEGORIES, EarnRules, Promotion
 from cloud_sync.settings import Section
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
@@ -71,6 +71,12 @@ class LoyaltySection(Section):
     #: minor units of spend per point: 100 = one point per 1.00
     minor_per_point: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 100
     excluded_categories: frozenset[Name] = DEFAULT_EXCLUDED_CATEGORIES
+    #: earn rate per category in percent, e.g. {organic = 200}; others earn 100 %
+    category_percent: dict[Name, Annotated[int, msgspec.Meta(ge=0, le=1000)]] = msgspec.field(
+        default_factory=dict
+    )
+    #: [[loyalty.promotions]] start / end (TOML datetimes with a zone), percent, optional categories
+    promotions: list[Promotion] = msgspec.field(default_factory=list)
     #: lowest first; the first must have min_spend 0 (every member has a tier)
     tiers: list[TierRule] = msgspec.field(default_factory=_tiers)
     rewards: list[Reward] = msgspec.field(default_factory=_rewards)
@@ -109,6 +115,8 @@ class LoyaltySection(Section):
             minor_per_point=self.minor_per_point,
             excluded_categories=frozenset(self.excluded_categories),
             tier_percent={t.name: t.percent for t in self.tiers},
+            category_percent=dict(self.category_percent),
+            promotions=tuple(self.promotions),
         )
 
     def reward(self, reward_id: str) -> Reward | None:

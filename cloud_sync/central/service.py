@@ -13,14 +13,17 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+import msgspec
+
 from cloud_sync.central.config import CentralSettings
 from cloud_sync.central.db import make_engine, migrate
 from cloud_sync.central.ingest import Ingestor
 from cloud_sync.central.members import MemberService
 from cloud_sync.central.metrics import registry_for
-from cloud_sync.central.responder import Responder
+from cloud_sync.central.responder import Outgoing, Responder
 from cloud_sync.central.vault import open_vault_if_configured
 from cloud_sync.central.worker import IngestWorker
+from cloud_sync.loyalty import earn_rules_topic
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,9 @@ def run(settings: CentralSettings, *, ready: threading.Event | None = None) -> i
     ingestor = Ingestor(engine, settings.mqtt.topic_root, program=program, on_commit=after_commit)
     members = MemberService(engine, program, names=vault)
     responder = Responder(members, ingestor.keys, settings.mqtt.topic_root, program.request_max_age)
-    worker = IngestWorker(settings.mqtt, ingestor, responder)
+    # the nodes compute the till's provisional points with the same rules (cloud_sync.loyalty)
+    rules = Outgoing(earn_rules_topic(settings.mqtt.topic_root), msgspec.json.encode(program.earn_rules))
+    worker = IngestWorker(settings.mqtt, ingestor, responder, retained=[rules])
     consumers.append(worker.schedule_push)
     if vault is not None:
         vault.start_catch_up()  # what the vault missed while this worker (or its database) was down

@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,17 @@ class WorkerCounters:
 class IngestWorker:
     """Owns the MQTT client and the batch thread; ``start`` and ``stop`` are its whole lifecycle."""
 
-    def __init__(self, mqtt_cfg: MqttSection, ingestor: Ingestor, responder: Responder | None = None) -> None:
+    def __init__(
+        self,
+        mqtt_cfg: MqttSection,
+        ingestor: Ingestor,
+        responder: Responder | None = None,
+        *,
+        retained: Sequence[Outgoing] = (),
+    ) -> None:
         self._cfg = mqtt_cfg
+        #: published retained on every connect: what every node should know (the earn rules)
+        self._retained = list(retained)
         self._ingestor = ingestor
         self._responder = responder
         self._queue: queue.Queue[_Delivery] = queue.Queue()
@@ -136,6 +146,8 @@ class IngestWorker:
         if self._responder is not None:
             topics.append((self.request_subscription, SubscribeOptions(qos=1)))
         client.subscribe(topics)
+        for outgoing in self._retained:
+            client.publish(outgoing.topic, outgoing.payload, qos=1, retain=True)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -75,7 +76,8 @@ class SaleService:
         self._outbox = outbox
         self._till = till
         self._members = members
-        self._rules = rules
+        #: replaced whole when the central receiver publishes new earn rules (a reference swap: atomic)
+        self.rules = rules
         self._on_recorded = on_recorded
         self._clock = clock
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
@@ -102,7 +104,9 @@ class SaleService:
     def _record_new(self, pos_id: str, receipt: str, sale: Sale, fingerprint: str) -> SaleResult:
         customer = self._till.current()
         member = self._members.lookup(customer.token) if customer is not None else None
-        points = points_for(sale.lines, sale.discount, member.tier if member else None, self._rules)
+        points = points_for(
+            sale.lines, sale.discount, member.tier if member else None, self.rules, at=datetime.now(UTC)
+        )
         body: dict[str, Any] = {
             "receipt": receipt,
             "pos": pos_id,

@@ -111,7 +111,17 @@ def base_env() -> dict[str, str]:
 class CentralProcess:
     """``kiosk-central run`` as a child process with its own environment (no KIOSK_CENTRAL_* leaks in)."""
 
-    def __init__(self, workdir: Path, db_url: str, broker_url: str, client_id: str, **settings: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        db_url: str,
+        broker_url: str,
+        client_id: str,
+        *,
+        config: Path | None = None,
+        **settings: str,
+    ) -> None:
+        self.config = config
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{client_id}.log"
@@ -132,7 +142,10 @@ class CentralProcess:
         self._log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [KIOSK_CENTRAL, "run"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            [KIOSK_CENTRAL, *(["--config", str(self.config)] if self.config else []), "run"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
