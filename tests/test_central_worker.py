@@ -210,3 +210,46 @@ def test_a_broker_restart_costs_nothing(
     finally:
         assert worker.stop() == 0
     assert balance(engine, token(4)) == 200 * 5
+
+
+def test_prometheus_metrics_count_what_the_worker_did(
+    tmp_path: Path, broker: Mosquitto, engine: Engine, db_url: str
+) -> None:
+    import urllib.request
+
+    from tests.support.broker import free_port
+
+    node = FakeNode(engine=engine)
+    port = free_port()
+    worker = CentralProcess(
+        tmp_path / "central", db_url, broker.url, "central-m", METRICS__PORT=str(port)
+    ).start()
+    try:
+        batch = sales_of(node, 0, 30, token(5))
+        gap = (
+            node.topic("identity"),
+            node.seal("identity", {"source": "nfc", "token": token(5), "device": "r"}, seq=40).payload,
+            False,
+        )
+        publish_many(broker.url, [*batch, batch[0], gap, (node.topic("sale"), b"{}", False)])
+        wait_until(lambda: events_in(engine) == 31, 20, "31 events")
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+
+        wait_until(
+            lambda: 'kiosk_central_messages_total{kind="malformed",outcome="dead"} 1.0' in scrape(),
+            10,
+            "metrics",
+        )
+        text = scrape()
+    finally:
+        assert worker.stop() == 0
+    assert 'kiosk_central_messages_total{kind="sale",outcome="stored"} 30.0' in text
+    assert 'kiosk_central_messages_total{kind="sale",outcome="duplicate"} 1.0' in text
+    assert (
+        'kiosk_central_node_missing_seqs{node="node-1",store="store-1"} 9.0' in text
+    )  # seqs 31..39 never came
+    assert 'kiosk_central_node_last_seq{node="node-1",store="store-1"} 40.0' in text
+    assert "kiosk_central_broker_connected 1.0" in text
