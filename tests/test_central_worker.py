@@ -79,8 +79,9 @@ def test_events_published_twice_are_ingested_once_and_sigterm_exits_cleanly(
     assert "Traceback" not in worker.log_text()
 
 
-def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(
-    tmp_path: Path, broker: Mosquitto, db_url: str, engine: Engine
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_worker_stopped_mid_stream_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, broker: Mosquitto, db_url: str, engine: Engine, how: str
 ) -> None:
     node = FakeNode(engine=engine)
     # small batches, so the kill lands between commits with deliveries in flight
@@ -90,7 +91,10 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(
     total = 3000
     publish_many(broker.url, sales_of(node, 0, total, token(2)), timeout=30)
     wait_until(lambda: events_in(engine) > 100, 20, "the first batches")
-    worker.kill()
+    if how == "SIGKILL":
+        worker.kill()
+    else:  # graceful: the batch in its transaction commits and is acknowledged, nothing else is
+        assert worker.stop() == 0
     at_kill = events_in(engine)
     assert at_kill < total, "the kill came too late to test anything"
     publish_many(broker.url, sales_of(node, total, 500, token(2)))  # queued in its session while it is down
