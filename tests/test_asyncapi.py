@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -19,6 +21,7 @@ from nacl.signing import SigningKey
 
 from cloud_sync.envelope import Signer, decode_public_key, verify
 from cloud_sync.errors import EnvelopeError
+from cloud_sync.loyalty import DEFAULT_RULES, EarnRules, Promotion, decode_rules, earn_rules_topic
 from cloud_sync.messages import (
     BODY_MODELS,
     EraseCommand,
@@ -150,9 +153,13 @@ _TOPIC_LEAVES = {
     "member_info": "cmd/member",
     "erase_command": "cmd/erase",
 }
+#: Message kinds on a chain-wide topic ``{root}/...``, with no store or node level.
+_CHAIN_LEAVES = {"earn_rules": "config/earn-rules"}
 
 
 def _topic(kind: str, store: str = "s1", node: str = "n1", root: str = "retail/v1") -> str:
+    if kind in _CHAIN_LEAVES:
+        return f"{root}/{_CHAIN_LEAVES[kind]}"
     return f"{root}/{store}/{node}/{_TOPIC_LEAVES.get(kind, f'event/{kind}')}"
 
 
@@ -226,12 +233,14 @@ def _decode_erase(payload: bytes) -> EraseCommand:
     return msgspec.json.decode(payload, type=EraseCommand)  # as edge.node does for cmd/erase
 
 
-#: Messages that are not envelopes (the central receiver's replies and commands); how the node decodes each.
+#: Messages that are not envelopes (the central receiver's replies, commands and retained configuration);
+#: how the node decodes each.
 PLAIN_MESSAGES: dict[str, Callable[[bytes], msgspec.Struct]] = {
     "redemption_reply": decode_reply,
     "member_lookup_reply": _decode_lookup_reply,
     "member_info": _decode_member_info,
     "erase_command": _decode_erase,
+    "earn_rules": decode_rules,  # as edge.node does for config/earn-rules
 }
 
 
@@ -354,6 +363,7 @@ _MODELS: dict[str, type[msgspec.Struct]] = {
     "member_lookup_reply": MemberLookupReply,
     "member_info": MemberInfo,
     "erase_command": EraseCommand,
+    "earn_rules": EarnRules,
 }
 
 
@@ -461,6 +471,20 @@ def test_new_topics_map_to_their_message(topic: str, kind: str) -> None:
         "retail/v1/s1/cmd/member",
         "retail/v1/s1/n1/event/member",
         "retail/v1/s1/n1/event/erase",
+        "retail/v1/config/earn-rules/x",
+        "retail/v1/config/earn_rules",
+        "retail/v1/config/earn-rules\n",
+        "retail/v1/config/+",
+        "retail/v1/config/#",
+        "retail/v1/config",
+        "retail/v1/config/loyalty",  # configuration the document (and the node) does not know
+        "retail/v2/config/earn-rules",  # another root
+        "retail/config/earn-rules",
+        "config/earn-rules",
+        "retail/v1/s1/config/earn-rules",  # chain-wide: no store level
+        "retail/v1/s1/n1/config/earn-rules",
+        "retail/v1/s1/n1/cmd/earn-rules",
+        "retail/v1/s1/n1/event/earn_rules",
     ],
 )
 def test_unknown_or_malformed_topics_are_refused(topic: str) -> None:
@@ -475,6 +499,19 @@ def _example(kind: str, name: str | None = None) -> dict[str, Any]:
     """A deep copy of the first example of ``kind`` (or the one called ``name``)."""
     found = next(e for e in iter_examples() if e.kind == kind and name in (None, e.name))
     return copy.deepcopy(found.payload)
+
+
+def _sets_sorted(kind: str, doc: Any) -> Any:
+    """``doc`` with the JSON arrays that hold a set sorted (msgspec encodes a frozenset in hash order)."""
+    if kind != "earn_rules":
+        return doc
+    doc = copy.deepcopy(doc)
+    if "excluded_categories" in doc:
+        doc["excluded_categories"] = sorted(doc["excluded_categories"])
+    for promotion in doc.get("promotions", []):
+        if "categories" in promotion:
+            promotion["categories"] = sorted(promotion["categories"])
+    return doc
 
 
 def _examples() -> list[Any]:
@@ -494,7 +531,7 @@ def test_example_validates(example: Any) -> None:
         raw = json.dumps(payload, ensure_ascii=False).encode()
         assert payload_kind(_topic(example.kind, "de-ber-017", "till-02"), raw) == example.kind
         decoded = PLAIN_MESSAGES[example.kind](raw)
-        assert msgspec.to_builtins(decoded) == payload
+        assert _sets_sorted(example.kind, json.loads(msgspec.json.encode(decoded))) == payload
         return
     topic = _topic(example.kind, payload["store"], payload["node"])
     assert payload_kind(topic, json.dumps(payload).encode()) == example.kind
@@ -1732,6 +1769,10 @@ def test_messages_of_the_reply_channel_exclude_each_other() -> None:
         ("member_lookup_reply", "retail/v1/s1/n1/request/member"),
         ("redemption_reply", "retail/v1/s1/n1/cmd/member"),
         ("redemption_reply", "retail/v1/s1/n1/cmd/erase"),
+        ("earn_rules", "retail/v1/s1/n1/cmd/member"),
+        ("earn_rules", "retail/v1/s1/n1/cmd/erase"),
+        ("earn_rules", "retail/v1/s1/n1/reply"),
+        ("earn_rules", "retail/v1/s1/n1/status"),
     ],
 )
 def test_a_plain_message_on_another_topic_is_refused(kind: str, topic: str) -> None:
@@ -1765,3 +1806,417 @@ def test_oversized_command_is_refused() -> None:
     validate_payload(_topic("member_info"), padded)  # exactly at the bound: fine
     with pytest.raises(ValidationError, match="bytes"):
         validate_payload(_topic("member_info"), padded[:-1] + b" }")
+
+
+# -- (g) the earn rules: retained configuration for every node, decoded by cloud_sync.loyalty.decode_rules --
+
+_RULES_TOPIC = _topic("earn_rules")
+_RULES = _example("earn_rules", "organicAndPromotions")
+_BLACK_FRIDAY = _RULES["promotions"][0]
+
+
+def _rules(**changes: Any) -> dict[str, Any]:
+    """The rules ``organicAndPromotions`` with ``changes`` (a value of _DELETE removes that member)."""
+    return _changed(_RULES, changes)
+
+
+def _promotion(**changes: Any) -> dict[str, Any]:
+    """The rules ``organicAndPromotions`` with its first promotion (Black Friday) changed."""
+    return _rules(promotions=[_changed(_BLACK_FRIDAY, changes), *_RULES["promotions"][1:]])
+
+
+def _node_accepts_rules(payload: bytes) -> bool:
+    try:
+        decode_rules(payload)
+    except ValueError:
+        return False
+    return True
+
+
+def _schema_accepts_rules(payload: bytes) -> bool:
+    try:
+        validate_payload(_RULES_TOPIC, payload)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_earn_rules_are_retained_configuration_the_node_receives() -> None:
+    doc = load_document()
+    channel = doc["channels"]["earnRules"]
+    assert channel["address"] == "{root}/config/earn-rules"
+    assert list(channel["parameters"]) == ["root"]  # chain-wide: no store or node level
+    assert list(channel["messages"]) == ["earn_rules"]
+    # Only the central receiver publishes them: the node's one operation on the channel receives.
+    (operation,) = [
+        op for op in doc["operations"].values() if op["channel"]["$ref"] == "#/channels/earnRules"
+    ]
+    assert operation == doc["operations"]["receiveEarnRules"]
+    assert operation["action"] == "receive"
+    assert operation["messages"] == [{"$ref": "#/channels/earnRules/messages/earn_rules"}]
+    bindings = _deref(doc, operation["bindings"])["mqtt"]
+    assert (bindings["qos"], bindings["retain"]) == (1, True)
+    assert not is_envelope("earn_rules")
+    assert message_schema("earn_rules")["additionalProperties"] is False
+    for root in ("retail/v1", "chain-a/retail/v2", "x"):
+        topic = earn_rules_topic(root)
+        assert topic == channel["address"].replace("{root}", root)
+        route = route_for_topic(topic, root=root)
+        assert (route.kinds, route.store, route.node) == (("earn_rules",), None, None)
+        assert message_schema_for_topic(topic, root=root) == message_schema("earn_rules")
+
+
+def test_the_node_subscribes_to_the_documented_topic(tmp_path: Path) -> None:
+    from edge.config import load_settings
+    from edge.node import relay_options
+
+    env = {
+        "KIOSK_EDGE_NODE__STORE": "de-ber-017",
+        "KIOSK_EDGE_NODE__ID": "till-02",
+        "KIOSK_EDGE_MQTT__TOPIC_ROOT": "chain-a/retail/v2",
+        "KIOSK_EDGE_DATA__DIR": str(tmp_path),
+    }
+    topic = relay_options(load_settings(None, env)).rules_topic
+    assert topic == "chain-a/retail/v2/config/earn-rules"
+    assert route_for_topic(topic, root="chain-a/retail/v2").kind == "earn_rules"
+
+
+class _RecordingClient:
+    """Stands in for the central worker's paho client: records what it would subscribe and publish."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, int, bool]] = []
+
+    def subscribe(self, _topics: Any) -> None:
+        pass
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.published.append((topic, payload, qos, retain))
+
+
+def test_the_central_receiver_publishes_valid_rules_retained_at_qos_1() -> None:
+    """What a worker publishes on every connect, from a ``[loyalty]`` with multipliers and a promotion."""
+    from cloud_sync.central.config import MqttSection
+    from cloud_sync.central.program import LoyaltySection
+    from cloud_sync.central.responder import Outgoing
+    from cloud_sync.central.worker import IngestWorker
+
+    berlin = timezone(timedelta(hours=1))
+    program = msgspec.convert(
+        {
+            "category_percent": {"organic": 200},
+            "promotions": [
+                {"start": datetime(2026, 11, 27, tzinfo=berlin), "end": datetime(2026, 11, 28, tzinfo=berlin)}
+                | {"percent": 300},
+                {
+                    "start": datetime(2026, 12, 1, 6, 30, 0, 500_000, tzinfo=UTC),
+                    "end": datetime(2027, 1, 1, tzinfo=UTC),
+                    "percent": 200,
+                    "categories": ["coffee"],
+                },
+            ],
+        },
+        LoyaltySection,
+    )
+    # as cloud_sync.central.service.run builds it
+    rules = Outgoing(earn_rules_topic("retail/v1"), msgspec.json.encode(program.earn_rules))
+    worker = IngestWorker(MqttSection(), cast(Any, None), retained=[rules])
+    client = _RecordingClient()
+    connected = SimpleNamespace(is_failure=False)
+    for _ in range(2):  # every connect
+        worker._on_connect(cast(Any, client), None, SimpleNamespace(session_present=False), connected, None)
+    assert len(client.published) == 2
+    for topic, payload, qos, retain in client.published:
+        assert (topic, qos, retain) == (_RULES_TOPIC, 1, True)
+        assert payload_kind(topic, payload) == "earn_rules"
+        assert decode_rules(payload) == program.earn_rules
+    assert json.loads(client.published[0][1])["promotions"][1]["start"] == "2026-12-01T06:30:00.500000Z"
+
+
+def test_the_default_example_is_the_default_rules() -> None:
+    example = _example("earn_rules", "defaultRules")
+    assert decode_rules(json.dumps(example).encode()) == DEFAULT_RULES
+    assert _sets_sorted("earn_rules", json.loads(msgspec.json.encode(DEFAULT_RULES))) == example
+    # an absent member takes the schema's default, which is the model's
+    assert decode_rules(b"{}") == DEFAULT_RULES
+    schema = message_schema("earn_rules")
+    defaults = {name: prop["default"] for name, prop in schema["properties"].items()}
+    assert defaults == example
+    promotion = load_document()["components"]["schemas"]["Promotion"]["properties"]
+    assert promotion["categories"]["default"] == msgspec.to_builtins(
+        msgspec.structs.fields(Promotion)[-1].default
+    )
+
+
+def test_the_promotions_example_is_what_msgspec_encodes_and_means_what_it_says() -> None:
+    from cloud_sync.loyalty import points_for
+
+    berlin = timezone(timedelta(hours=1))
+    rules = EarnRules(
+        category_percent={"organic": 200},
+        promotions=(
+            Promotion(datetime(2026, 11, 27, tzinfo=berlin), datetime(2026, 11, 28, tzinfo=berlin), 300),
+            Promotion(
+                datetime(2026, 12, 1, tzinfo=UTC),
+                datetime(2027, 1, 1, tzinfo=UTC),
+                200,
+                frozenset({"coffee"}),
+            ),
+        ),
+    )
+    assert decode_rules(json.dumps(_RULES).encode()) == rules
+    assert _sets_sorted("earn_rules", json.loads(msgspec.json.encode(rules))) == _RULES
+
+    def points(category: str, at: datetime) -> int:
+        line = SimpleNamespace(quantity=1, unit_price=1000, category=category)
+        return points_for([line], 0, None, rules, at=at)
+
+    black_friday = datetime(2026, 11, 27, 12, tzinfo=berlin)
+    assert points("organic", black_friday) == 60  # 200 % x 300 %, as the example's summary says
+    assert points("homeware", black_friday) == 30
+    assert points("tobacco", black_friday) == 0
+    # Black Friday starts at midnight in Berlin, 23:00 UTC the day before
+    assert points("organic", datetime(2026, 11, 26, 23, tzinfo=UTC)) == 60
+    assert points("organic", datetime(2026, 11, 26, 22, 59, 59, 999_999, tzinfo=UTC)) == 20
+    assert points("coffee", datetime(2026, 12, 24, tzinfo=UTC)) == 20
+    assert points("coffee", datetime(2027, 1, 1, tzinfo=UTC)) == 10
+
+
+def test_promotion_schema_members_are_the_models_fields() -> None:
+    schema = load_document()["components"]["schemas"]["Promotion"]
+    fields = msgspec.structs.fields(Promotion)
+    assert schema["additionalProperties"] is False
+    assert sorted(schema["properties"]) == sorted(f.encode_name for f in fields)
+    assert sorted(schema["required"]) == sorted(f.encode_name for f in fields if f.required)
+
+
+_LONG_NAMES = [f"c{i}" for i in range(1000)]
+
+#: Earn rules both the node (decode_rules) and the document's schema accept.
+RULES_ACCEPTED: list[dict[str, Any] | bytes] = [
+    *[e.payload for e in iter_examples() if e.kind == "earn_rules"],
+    {},  # every member has a default
+    _rules(minor_per_point=1),
+    _rules(minor_per_point=10**12),  # the central receiver's configuration allows at most 1,000,000
+    _rules(excluded_categories=[]),
+    _rules(excluded_categories=["tobacco", "tobacco"]),  # a set: twice is once
+    _rules(excluded_categories=_LONG_NAMES),  # no bound on the count but the message's size
+    _rules(excluded_categories=["Tabak Süd", ""]),  # any names: a name no sale line has is harmless
+    _rules(tier_percent={}),
+    _rules(tier_percent={"platinum": 1000, "banned": 0}),
+    _rules(category_percent={"organic": 0, "coffee": 1000}),
+    _rules(category_percent={"Bio Süd": 150}),
+    _rules(promotions=[]),
+    _rules(promotions=[_BLACK_FRIDAY] * 50),  # overlapping promotions multiply
+    _promotion(percent=0),
+    _promotion(percent=1000),
+    _promotion(categories=_DELETE),
+    _promotion(categories=["coffee", "coffee"]),
+    _promotion(categories=_LONG_NAMES),
+    _promotion(start="2026-11-27T00:00:00.5+05:30", end="2026-11-27T00:00:00.500001+05:30"),
+    _promotion(start="2026-11-26T23:59:59.999999Z"),
+    _promotion(start="2026-11-27T00:00:00-00:00"),
+    _promotion(start="2028-02-29T00:00:00Z", end="2028-03-01T00:00:00-23:59"),
+    _promotion(start="1970-01-01T00:00:00Z", end="9999-12-31T23:59:59Z"),
+    b" \n" + _wire(_RULES) + b"\n",
+]
+
+#: Earn rules both the node and the document's schema refuse.
+RULES_REFUSED: list[dict[str, Any] | bytes] = [
+    # floats, anywhere
+    _rules(minor_per_point=100.0),
+    _wire(_RULES).replace(b'"minor_per_point": 100', b'"minor_per_point": 1e2'),
+    _wire(_RULES).replace(b'"organic": 200', b'"organic": 200.0'),
+    _wire(_RULES).replace(b'"gold": 150', b'"gold": 150.5'),
+    _wire(_RULES).replace(b'"percent": 300', b'"percent": 3e2'),
+    _wire(_RULES).replace(b'"percent": 300', b'"percent": NaN'),
+    _wire(_RULES).replace(b'"minor_per_point": 100', b'"minor_per_point": Infinity'),
+    _rules(category_percent={"organic": 199.5}),
+    # minor_per_point: an integer >= 1
+    _rules(minor_per_point=0),
+    _rules(minor_per_point=-1),
+    _rules(minor_per_point=-100),
+    _rules(minor_per_point="100"),
+    _rules(minor_per_point=True),
+    _rules(minor_per_point=None),
+    # percents: integers 0 to 1000
+    _rules(tier_percent={"gold": 1001}),
+    _rules(tier_percent={"gold": -1}),
+    _rules(tier_percent={"gold": 10**12}),
+    _rules(tier_percent={"gold": "150"}),
+    _rules(tier_percent={"gold": True}),
+    _rules(tier_percent={"gold": None}),
+    _rules(category_percent={"organic": 1001}),
+    _rules(category_percent={"organic": -200}),
+    _rules(category_percent={"organic": [200]}),
+    _promotion(percent=1001),
+    _promotion(percent=-1),
+    _promotion(percent="300"),
+    _promotion(percent=False),
+    _promotion(percent=None),
+    _promotion(percent=_DELETE),
+    # names: a tier or a category with a percent has a name
+    _rules(tier_percent={"": 100}),
+    _rules(category_percent={"": 200}),
+    # a promotion's instants: RFC 3339 date-times with a zone
+    _promotion(start="2026-11-27T00:00:00"),
+    _promotion(end="2026-11-28T00:00:00"),
+    _promotion(start="2026-11-27T00:00:00", end="2026-11-28T00:00:00"),
+    _promotion(start="2026-11-27"),
+    _promotion(start="2026-11-27T00:00+01:00"),
+    _promotion(start="2026-11-27T24:00:00+01:00"),
+    _promotion(start="2026-11-27T23:59:60Z"),
+    _promotion(start="2026-13-01T00:00:00Z"),
+    _promotion(start="2026-11-00T00:00:00Z"),
+    _promotion(start="2026-11-27T00:00:00+24:00"),
+    _promotion(start="2026-11-27T00:00:00+01:60"),
+    _promotion(start="2026-11-27T00:00:00+01"),
+    _promotion(start="2026-11-27T00:00:00.Z"),
+    _promotion(start="2026-11-27T00:00:00,5Z"),
+    _promotion(start=" 2026-11-27T00:00:00Z"),
+    _promotion(start="2026-11-27T00:00:00Z\n"),
+    _promotion(start="+2026-11-27T00:00:00Z"),
+    _promotion(start="Black Friday"),
+    _promotion(start=""),
+    _promotion(start=1795734000),  # a Unix time
+    _promotion(start=None),
+    _promotion(start=_DELETE),
+    _promotion(end=_DELETE),
+    # unknown members
+    _rules(version=2),
+    _rules(sig="A" * 86),
+    _rules(Minor_per_point=100),
+    _rules(tiers=[{"name": "gold", "min_spend": 150_000, "percent": 150}]),
+    _rules(rewards=[]),
+    _rules(expire_after_days=730),
+    _promotion(name="Black Friday"),
+    _promotion(Percent=300),
+    _promotion(category="coffee"),
+    # sets and lists: arrays of names, of promotions
+    _rules(excluded_categories=None),
+    _rules(excluded_categories="tobacco"),
+    _rules(excluded_categories={"tobacco": True}),
+    _rules(excluded_categories=[1]),
+    _rules(excluded_categories=[None]),
+    _rules(excluded_categories=[["tobacco"]]),
+    _rules(tier_percent=None),
+    _rules(tier_percent=[["gold", 150]]),
+    _rules(category_percent=None),
+    _rules(category_percent="organic=200"),
+    _rules(promotions=None),
+    _rules(promotions=_BLACK_FRIDAY),  # a promotion, not a list of them
+    _rules(promotions=["black-friday"]),
+    _rules(promotions=[{}]),
+    _rules(promotions=[None]),
+    _promotion(categories=None),
+    _promotion(categories="coffee"),
+    _promotion(categories=[1]),
+    _promotion(categories=[None]),
+    # not a JSON object
+    b"",
+    b"null",
+    b"[]",
+    b'"rules"',
+    b"100",
+    json.dumps([_RULES]).encode(),
+    _wire(_RULES)[:-1],
+    _wire(_RULES) + b" trailing",
+    b"\xef\xbb\xbf" + _wire(_RULES),
+    b"\xff" + _wire(_RULES),
+]
+
+RULES_CASES: list[tuple[dict[str, Any] | bytes, bool]] = [
+    *[(payload, True) for payload in RULES_ACCEPTED],
+    *[(payload, False) for payload in RULES_REFUSED],
+]
+
+
+@pytest.mark.parametrize(("payload", "accepted"), RULES_CASES)
+def test_earn_rules_accepted_by_the_node_exactly_when_by_the_schema(
+    payload: dict[str, Any] | bytes, accepted: bool
+) -> None:
+    raw = _wire(payload)
+    assert (_node_accepts_rules(raw), _schema_accepts_rules(raw)) == (accepted, accepted)
+
+
+#: Spellings the node's decoder reads but the contract (what the central receiver sends) does not allow.
+RULES_TOLERATED: list[bytes] = [
+    _wire(_promotion(start="2026-11-27t00:00:00+01:00")),
+    _wire(_promotion(start="2026-11-26T23:00:00z")),
+    _wire(_promotion(start="2026-11-27 00:00:00+01:00")),
+    _wire(_promotion(start="2026-11-27T00:00:00+0100")),
+    _wire(_promotion(start="2026-11-27T00:00:00.0000001+01:00")),  # more than microseconds
+    _wire(_RULES).replace(b'"minor_per_point": 100', b'"minor_per_point": 7, "minor_per_point": 100'),
+]
+
+
+@pytest.mark.parametrize("payload", RULES_TOLERATED)
+def test_other_spellings_are_tolerated_by_the_node_but_not_in_the_contract(payload: bytes) -> None:
+    assert decode_rules(payload) == decode_rules(_wire(_RULES))
+    assert not _schema_accepts_rules(payload)
+
+
+#: Rules the schema cannot refuse (its descriptions say so), and the node refuses.
+RULES_BEYOND_THE_SCHEMA: list[dict[str, Any]] = [
+    _promotion(end=_BLACK_FRIDAY["start"]),  # ends as it starts
+    _promotion(start=_BLACK_FRIDAY["end"], end=_BLACK_FRIDAY["start"]),  # ends before it starts
+    _promotion(end="2026-11-26T23:00:00Z"),  # the start, in UTC
+    _promotion(start="2026-02-30T00:00:00Z"),  # no such day
+    _promotion(start="2026-04-31T00:00:00Z"),
+    _promotion(start="2027-02-29T00:00:00Z"),  # not a leap year
+    _promotion(start="0000-11-27T00:00:00Z"),  # no year 0 in Python
+]
+
+
+@pytest.mark.parametrize("payload", RULES_BEYOND_THE_SCHEMA)
+def test_what_the_schema_cannot_say_the_node_refuses(payload: dict[str, Any]) -> None:
+    assert _schema_accepts_rules(_wire(payload))
+    with pytest.raises(ValueError, match="earn rules"):
+        decode_rules(_wire(payload))
+
+
+_MANY = 10_000
+
+#: Rules bigger than a message may be (65,536 bytes): lists no configuration needs.
+RULES_OVERSIZED: list[dict[str, Any]] = [
+    _rules(excluded_categories=[f"category-{i}" for i in range(_MANY)]),
+    _rules(tier_percent={f"tier-{i}": 100 for i in range(_MANY)}),
+    _rules(category_percent={f"category-{i}": 200 for i in range(_MANY)}),
+    _rules(promotions=[_BLACK_FRIDAY] * 1000),
+    _promotion(categories=[f"category-{i}" for i in range(_MANY)]),
+]
+
+
+@pytest.mark.parametrize("payload", RULES_OVERSIZED)
+def test_oversized_rules_are_refused_by_the_contract(payload: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="bytes"):
+        validate_payload(_RULES_TOPIC, _wire(payload))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cloud_sync.loyalty.EarnRules bounds neither its lists nor the payload: decode_rules takes them",
+)
+@pytest.mark.parametrize("payload", RULES_OVERSIZED)
+def test_oversized_rules_are_refused_by_the_node(payload: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        decode_rules(_wire(payload))
+
+
+def test_rules_at_the_size_bound() -> None:
+    raw = _wire(_RULES)
+    padded = raw[:-1] + b" " * (64 * 1024 - len(raw)) + b"}"
+    validate_payload(_RULES_TOPIC, padded)  # exactly at the bound: fine
+    assert decode_rules(padded) == decode_rules(raw)
+    with pytest.raises(ValidationError, match="bytes"):
+        validate_payload(_RULES_TOPIC, padded[:-1] + b" }")
+
+
+@pytest.mark.parametrize("kind", ["member_info", "erase_command", "redemption_reply", "member_lookup_reply"])
+def test_other_messages_are_not_earn_rules(kind: str) -> None:
+    for example in iter_examples():
+        if example.kind == kind:
+            with pytest.raises(ValidationError):
+                validate_payload(_RULES_TOPIC, example.payload)
+            with pytest.raises(ValueError):
+                decode_rules(_wire(example.payload))

@@ -3,16 +3,18 @@
 The document is the contract with central; this helper makes it executable in the tests:
 
 * ``message_schemas_for_topic(topic)`` maps a real topic (``retail/v1/s1/n1/event/identity``,
-  ``retail/v1/s1/n1/status``, ``retail/v1/s1/n1/reply``) to the JSON Schemas of the messages the document
-  declares for it, by message kind: one for most channels, several for the node's reply topic, which
-  carries the answers to every kind of request (``message_schema_for_topic`` when there is just one);
+  ``retail/v1/s1/n1/status``, ``retail/v1/s1/n1/reply``, the chain-wide ``retail/v1/config/earn-rules``)
+  to the JSON Schemas of the messages the document declares for it, by message kind: one for most
+  channels, several for the node's reply topic, which carries the answers to every kind of request
+  (``message_schema_for_topic`` when there is just one);
 * ``validate_payload(topic, payload)`` checks raw bytes (or a decoded dict) against them (exactly one of
   the channel's messages must match) and that an envelope's ``store``/``node`` are the topic's;
   ``payload_kind(topic, payload)`` says which message it is; ``validate_message(kind, payload)`` checks a
   payload as one message kind (``identity``, ``assist``, ``status``, ``presence``, ``redemption_reply``,
-  ``member_info``, ...).
-* ``is_envelope(kind)`` tells signed envelopes from plain messages (the central receiver's replies and
-  commands, which carry no ``store``/``node`` of their own: for them only the topic's shape is checked).
+  ``member_info``, ``earn_rules``, ...).
+* ``is_envelope(kind)`` tells signed envelopes from plain messages (the central receiver's replies, commands
+  and retained configuration, which carry no ``store``/``node`` of their own: for them only the topic's
+  shape is checked).
 
 Every mismatch raises ``jsonschema.ValidationError``. Validation is JSON Schema draft 7 with two
 deliberate tightenings, so the check is as strict as the node's own message models and the wire rules:
@@ -251,11 +253,14 @@ def message_schema(kind: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a topic says: the message kinds of its channel and the topic's ``store`` and ``node`` levels."""
+    """What a topic says: the message kinds of its channel and the topic's ``store`` and ``node`` levels.
+
+    ``store`` and ``node`` are None for a chain-wide topic (``{root}/config/earn-rules``).
+    """
 
     kinds: tuple[str, ...]
-    store: str
-    node: str
+    store: str | None
+    node: str | None
 
     @property
     def kind(self) -> str:
@@ -286,7 +291,8 @@ def route_for_topic(topic: str, *, root: str = DEFAULT_ROOT) -> Route:
                 regex.append(f"(?P<{part}>{ident})")
         match = re.fullmatch("".join(regex), topic, re.ASCII)
         if match:
-            return Route(channel.kinds, match["store"], match["node"])
+            levels = match.groupdict()
+            return Route(channel.kinds, levels.get("store"), levels.get("node"))
     raise ValidationError(f"topic {topic!r} matches no channel of docs/asyncapi.yaml (root {root!r})")
 
 
