@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Final, Protocol
+from typing import Annotated, Final, Protocol
 
 import msgspec
 
@@ -44,6 +44,11 @@ import msgspec
 DEFAULT_EXCLUDED_CATEGORIES: Final = frozenset({"tobacco", "gift_card", "lottery", "deposit", "service_fee"})
 MAX_PERCENT: Final = 1000
 NO_TIER_PERCENT: Final = 100
+#: bounds of published rules (a node refuses more): generous for a real programme, small for a node's memory
+MAX_CATEGORIES: Final = 256
+MAX_TIERS: Final = 64
+MAX_PROMOTIONS: Final = 64
+MAX_RULES_BYTES: Final = 64 * 1024
 #: a line's weight when no multiplier or promotion applies: 100 % x 100 %
 _UNIT_WEIGHT: Final = 10_000
 
@@ -85,7 +90,7 @@ class Promotion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     start: datetime
     end: datetime
     percent: int
-    categories: frozenset[str] = frozenset()
+    categories: Annotated[frozenset[str], msgspec.Meta(max_length=MAX_CATEGORIES)] = frozenset()
 
     def __post_init__(self) -> None:
         if not _is_int(self.percent) or not 0 <= self.percent <= MAX_PERCENT:
@@ -112,12 +117,18 @@ class EarnRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     #: minor units of spend per point: 100 = one point per 1.00 of currency
     minor_per_point: int = 100
-    excluded_categories: frozenset[str] = DEFAULT_EXCLUDED_CATEGORIES
+    excluded_categories: Annotated[frozenset[str], msgspec.Meta(max_length=MAX_CATEGORIES)] = (
+        DEFAULT_EXCLUDED_CATEGORIES
+    )
     #: earn rate per tier in percent of the base rate; tiers not listed earn ``NO_TIER_PERCENT``
-    tier_percent: dict[str, int] = msgspec.field(default_factory=_default_tiers)
+    tier_percent: Annotated[dict[str, int], msgspec.Meta(max_length=MAX_TIERS)] = msgspec.field(
+        default_factory=_default_tiers
+    )
     #: earn rate per category in percent (e.g. {"organic": 200}); categories not listed earn 100 %
-    category_percent: dict[str, int] = msgspec.field(default_factory=dict)
-    promotions: tuple[Promotion, ...] = ()
+    category_percent: Annotated[dict[str, int], msgspec.Meta(max_length=MAX_CATEGORIES)] = msgspec.field(
+        default_factory=dict
+    )
+    promotions: Annotated[tuple[Promotion, ...], msgspec.Meta(max_length=MAX_PROMOTIONS)] = ()
 
     def __post_init__(self) -> None:
         if not _is_int(self.minor_per_point) or self.minor_per_point < 1:
@@ -175,6 +186,8 @@ def earn_rules_topic(root: str) -> str:
 
 def decode_rules(payload: bytes) -> EarnRules:
     """The published rules, checked as strictly as configuration; ValueError says what is wrong."""
+    if len(payload) > MAX_RULES_BYTES:
+        raise ValueError(f"earn rules: {len(payload)} bytes, more than the {MAX_RULES_BYTES} allowed")
     try:
         return msgspec.json.decode(payload, type=EarnRules)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -1990,7 +1990,8 @@ def test_promotion_schema_members_are_the_models_fields() -> None:
     assert sorted(schema["required"]) == sorted(f.encode_name for f in fields if f.required)
 
 
-_LONG_NAMES = [f"c{i}" for i in range(1000)]
+_LONG_NAMES = [f"c{i}" for i in range(256)]  # the bound
+_TOO_MANY_NAMES = [f"c{i}" for i in range(257)]
 
 #: Earn rules both the node (decode_rules) and the document's schema accept.
 RULES_ACCEPTED: list[dict[str, Any] | bytes] = [
@@ -2000,7 +2001,7 @@ RULES_ACCEPTED: list[dict[str, Any] | bytes] = [
     _rules(minor_per_point=10**12),  # the central receiver's configuration allows at most 1,000,000
     _rules(excluded_categories=[]),
     _rules(excluded_categories=["tobacco", "tobacco"]),  # a set: twice is once
-    _rules(excluded_categories=_LONG_NAMES),  # no bound on the count but the message's size
+    _rules(excluded_categories=_LONG_NAMES),  # at most 256
     _rules(excluded_categories=["Tabak Süd", ""]),  # any names: a name no sale line has is harmless
     _rules(tier_percent={}),
     _rules(tier_percent={"platinum": 1000, "banned": 0}),
@@ -2023,6 +2024,12 @@ RULES_ACCEPTED: list[dict[str, Any] | bytes] = [
 
 #: Earn rules both the node and the document's schema refuse.
 RULES_REFUSED: list[dict[str, Any] | bytes] = [
+    # more than the bounds
+    _rules(excluded_categories=_TOO_MANY_NAMES),
+    _rules(category_percent={name: 100 for name in _TOO_MANY_NAMES}),
+    _rules(tier_percent={f"t{i}": 100 for i in range(65)}),
+    _rules(promotions=[_BLACK_FRIDAY] * 65),
+    _promotion(categories=_TOO_MANY_NAMES),
     # floats, anywhere
     _rules(minor_per_point=100.0),
     _wire(_RULES).replace(b'"minor_per_point": 100', b'"minor_per_point": 1e2'),
@@ -2193,10 +2200,6 @@ def test_oversized_rules_are_refused_by_the_contract(payload: dict[str, Any]) ->
         validate_payload(_RULES_TOPIC, _wire(payload))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cloud_sync.loyalty.EarnRules bounds neither its lists nor the payload: decode_rules takes them",
-)
 @pytest.mark.parametrize("payload", RULES_OVERSIZED)
 def test_oversized_rules_are_refused_by_the_node(payload: dict[str, Any]) -> None:
     with pytest.raises(ValueError):

@@ -104,9 +104,11 @@ class SaleService:
     def _record_new(self, pos_id: str, receipt: str, sale: Sale, fingerprint: str) -> SaleResult:
         customer = self._till.current()
         member = self._members.lookup(customer.token) if customer is not None else None
-        points = points_for(
-            sale.lines, sale.discount, member.tier if member else None, self.rules, at=datetime.now(UTC)
+        # the sale time decides promotions, as in the ledger: the POS's sold_at, else now
+        at = (
+            datetime.fromisoformat(sale.sold_at.replace("Z", "+00:00")) if sale.sold_at else datetime.now(UTC)
         )
+        points = points_for(sale.lines, sale.discount, member.tier if member else None, self.rules, at=at)
         body: dict[str, Any] = {
             "receipt": receipt,
             "pos": pos_id,
