@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -123,40 +123,93 @@ class MemberService:
             state[card.id] = (net % card.stamps, card.stamps, left)
         return state
 
-    def _info(self, conn: Connection, token: str) -> MemberInfo:
-        member, tier, blocked = self._resolve(conn, [token])
-        if member is None:
-            return MemberInfo(token=token, known=False, blocked=blocked)
-        points = self._balance(conn, member)
-        stamp_state = self._stamp_state(conn, member)
-        rewards = [r.id for r in self._program.rewards if r.points and r.points <= points]
-        for card in self._program.stamp_cards:
-            if stamp_state[card.id][2] > 0:
-                rewards.append(card.reward)
-        named = self._names.display_name(member) if self._names is not None else None
-        return _checked(
-            MemberInfo(
-                token=token,
-                known=True,
-                member_code=named[0] if named else None,
-                first_name=named[1] if named else None,
-                tier=tier,
-                points=points,
-                rewards=rewards[:32],
-                reward_names={
-                    r: reward.name for r in rewards[:32] if (reward := self._program.reward(r)) is not None
-                },
-                stamps={
-                    card_id: [progress, needed] for card_id, (progress, needed, _left) in stamp_state.items()
-                },
-                blocked=blocked,
+    def _summaries(self, conn: Connection, tokens: list[str]) -> dict[str, MemberInfo]:
+        """The summaries of many tokens with one query per table (the pushes after a batch of sales)."""
+        rows = conn.execute(
+            select(cards.c.token, cards.c.member_token, cards.c.status, members.c.tier)
+            .select_from(cards.outerjoin(members, cards.c.member_token == members.c.member_token))
+            .where(cards.c.token.in_(tokens))
+        ).all()
+        by_token = {row.token: row for row in rows}
+        accounts = sorted({r.member_token for r in rows if r.member_token is not None and r.tier is not None})
+        balances: dict[str, int] = {}
+        units: dict[tuple[str, str], int] = {}
+        taken: dict[tuple[str, str], int] = {}
+        if accounts:
+            balances = {
+                a: int(v)
+                for a, v in conn.execute(
+                    select(ledger.c.account, func.sum(ledger.c.points))
+                    .where(ledger.c.account.in_(accounts))
+                    .group_by(ledger.c.account)
+                ).all()
+            }
+            units = {
+                (a, c): int(n)
+                for a, c, n in conn.execute(
+                    select(stamps.c.account, stamps.c.card, stamps.c.units).where(
+                        stamps.c.account.in_(accounts)
+                    )
+                ).all()
+            }
+            taken = {
+                (a, r): int(n)
+                for a, r, n in conn.execute(
+                    select(redemptions.c.account, redemptions.c.reward, func.count())
+                    .where(redemptions.c.account.in_(accounts), redemptions.c.approved.is_(True))
+                    .group_by(redemptions.c.account, redemptions.c.reward)
+                ).all()
+            }
+        out: dict[str, MemberInfo] = {}
+        for token in tokens:
+            row = by_token.get(token)
+            blocked = row is not None and row.status == "blocked"
+            if row is None or row.member_token is None or row.tier is None:
+                out[token] = MemberInfo(token=token, known=False, blocked=blocked)
+                continue
+            member = row.member_token
+            points = balances.get(member, 0)
+            stamp_state: dict[str, tuple[int, int, int]] = {}
+            for card in self._program.stamp_cards:
+                net = max(0, units.get((member, card.id), 0))
+                left = max(0, net // card.stamps - taken.get((member, card.reward), 0))
+                stamp_state[card.id] = (net % card.stamps, card.stamps, left)
+            rewards = [r.id for r in self._program.rewards if r.points and r.points <= points]
+            rewards += [card.reward for card in self._program.stamp_cards if stamp_state[card.id][2] > 0]
+            named = self._names.display_name(member) if self._names is not None else None
+            out[token] = _checked(
+                MemberInfo(
+                    token=token,
+                    known=True,
+                    member_code=named[0] if named else None,
+                    first_name=named[1] if named else None,
+                    tier=row.tier,
+                    points=points,
+                    rewards=rewards[:32],
+                    reward_names={
+                        r: reward.name
+                        for r in rewards[:32]
+                        if (reward := self._program.reward(r)) is not None
+                    },
+                    stamps={
+                        card_id: [progress, needed] for card_id, (progress, needed, _) in stamp_state.items()
+                    },
+                    blocked=blocked,
+                )
             )
-        )
+        return out
 
     def info(self, token: str) -> MemberInfo:
         """What a node may cache about ``token`` (``known`` false: not a member yet)."""
+        return self.infos([token])[token]
+
+    def infos(self, tokens: Sequence[str]) -> dict[str, MemberInfo]:
+        """``info`` for many tokens at once, in a few queries (pushes after a batch, lookups of 8)."""
+        unique = list(dict.fromkeys(tokens))
+        if not unique:
+            return {}
         with self._engine.connect() as conn:
-            return self._info(conn, token)
+            return self._summaries(conn, unique)
 
     # -- rewards -------------------------------------------------------------------------------------------
     def redeem(self, store: str, node: str, request: RedemptionRequestBody) -> RedemptionReply:

@@ -123,8 +123,9 @@ class Responder:
                 lookup = msgspec.convert(doc["body"], MemberLookupRequest, strict=True)
                 if age > self._max_age:
                     return None  # the node stopped waiting; nothing to spend, nothing to say
+                found = self._members.infos(lookup.tokens)
                 reply = MemberLookupReply(
-                    request_id=lookup.request_id, members=[self._members.info(t) for t in lookup.tokens]
+                    request_id=lookup.request_id, members=[found[t] for t in lookup.tokens]
                 )
         except msgspec.ValidationError as exc:
             log.warning("malformed %s request from %s/%s: %s", kind, store, node, exc)

@@ -153,6 +153,11 @@ class PosClient:
             self._conn = None
 
 
+def _customer_present(client: PosClient) -> bool:
+    status, body, _ = client.request("GET", "/pos/v1/till")
+    return status == 200 and isinstance(body, dict) and body.get("customer") is not None
+
+
 def play(
     client: PosClient,
     count: int,
@@ -171,7 +176,8 @@ def play(
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        if rng.random() < member_share:
+        if rng.random() < member_share and not _customer_present(client):
+            # a cashier types a member code only when nobody tapped or scanned at the till already
             code = make_member_code(rng.randint(1, 99_999))
             status, _body, _ = client.request("POST", "/pos/v1/till/customer", {"member_code": code})
             if status != 200:
