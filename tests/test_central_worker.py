@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -257,3 +258,6 @@ def test_prometheus_metrics_count_what_the_worker_did(
     )  # seqs 31..39 never came
     assert 'kiosk_central_node_last_seq{node="node-1",store="store-1"} 40.0' in text
     assert "kiosk_central_broker_connected 1.0" in text
+    pushes = re.search(r"^kiosk_central_pushes_total (\S+)$", text, re.M)
+    assert pushes and 1 <= float(pushes.group(1)) <= 30  # one customer's figures after each batch
+    assert "kiosk_central_requests_queued 0.0" in text

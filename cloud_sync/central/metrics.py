@@ -47,6 +47,18 @@ class CentralCollector:
         yield GaugeMetricFamily(
             "kiosk_central_queued", "Messages received, not yet committed", value=self._worker.queued
         )
+        yield GaugeMetricFamily(
+            "kiosk_central_requests_queued",
+            "Requests and member pushes waiting for the request thread",
+            value=self._worker.requests_queued,
+        )
+        yield CounterMetricFamily("kiosk_central_pushes", "Member summaries pushed to nodes", value=c.pushes)
+        yield CounterMetricFamily("kiosk_central_replies", "Requests answered", value=c.replies)
+        yield CounterMetricFamily(
+            "kiosk_central_request_errors",
+            "Requests or pushes that failed (the till times out)",
+            value=c.request_errors,
+        )
         last_seq = GaugeMetricFamily(
             "kiosk_central_node_last_seq", "Highest seq seen", labels=["store", "node"]
         )

@@ -334,3 +334,8 @@ class IngestWorker:
     def queued(self) -> int:
         """Deliveries received but not yet committed."""
         return self._queue.qsize()
+
+    @property
+    def requests_queued(self) -> int:
+        """Requests and post-commit pushes waiting for the request thread (it falls behind if this grows)."""
+        return self._requests.qsize()
