@@ -2026,7 +2026,7 @@ RULES_ACCEPTED: list[dict[str, Any] | bytes] = [
 RULES_REFUSED: list[dict[str, Any] | bytes] = [
     # more than the bounds
     _rules(excluded_categories=_TOO_MANY_NAMES),
-    _rules(category_percent={name: 100 for name in _TOO_MANY_NAMES}),
+    _rules(category_percent=dict.fromkeys(_TOO_MANY_NAMES, 100)),
     _rules(tier_percent={f"t{i}": 100 for i in range(65)}),
     _rules(promotions=[_BLACK_FRIDAY] * 65),
     _promotion(categories=_TOO_MANY_NAMES),
