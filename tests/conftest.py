@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from cloud_sync.central.db import make_engine, migrate
 from tests.support.postgres import PostgresServer, postgres_server
 
 _DB_NAMES = itertools.count(1)
@@ -26,3 +28,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'central.db'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.create_database(f"central_{next(_DB_NAMES)}")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The central ledger database of ``db_url``, migrated."""
+    eng = make_engine(db_url)
+    migrate(eng)
+    yield eng
+    eng.dispose()

@@ -6,7 +6,6 @@ import base64
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -22,14 +21,6 @@ from cloud_sync.envelope import canonical_json
 from cloud_sync.loyalty import points_for
 from cloud_sync.messages import SaleBody
 from tests.support.central import FakeNode, sale_body, signup_body, token
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

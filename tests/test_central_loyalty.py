@@ -4,7 +4,6 @@ and the request/response answers to the tills (SQLite and a private PostgreSQL).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from cloud_sync.central.config import load_central_settings
-from cloud_sync.central.db import make_engine, migrate
+from cloud_sync.central.db import make_engine
 from cloud_sync.central.ingest import Ingestor, balance
 from cloud_sync.central.members import MemberService
 from cloud_sync.central.program import LoyaltySection
@@ -24,14 +23,6 @@ from cloud_sync.settings import ConfigError
 from tests.support.central import FakeNode, sale_body, signup_body, token
 
 MEMBER, CARD = token(500), token(501)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from sqlalchemy import Engine
 
 from cloud_sync.central import reports
 from cloud_sync.central.dashboard import bar_chart, column_chart, create_app, money, short_token
-from cloud_sync.central.db import make_engine, migrate
 from cloud_sync.central.ingest import Incoming, Ingestor
 from cloud_sync.central.report_cli import csv_cell, parse_since, parse_until, render
 from cloud_sync.central.reports import (
@@ -124,14 +122,6 @@ class Shop:
             "approval": approval,
         }
         self.send(store, "redemption", body, at)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

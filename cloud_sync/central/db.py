@@ -55,22 +55,29 @@ def make_engine(url: str, *, pool_size: int = 4) -> Engine:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; two workers starting together serialise on Alembic's table."""
+    """Bring the ledger schema to ``revision``; two workers starting together serialise (advisory lock)."""
+    run_migrations(engine, MIGRATIONS, lock_id=7277350143, revision=revision)
+
+
+def run_migrations(
+    engine: Engine, script_location: Path, *, lock_id: int, revision: str = "head", label: str = ""
+) -> None:
+    """Alembic ``upgrade`` of ``script_location`` on ``engine``; on PostgreSQL one migrator at a time
+    (``lock_id``: an advisory lock held until the transaction ends). DatabaseUnavailable names the URL."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.exc import SQLAlchemyError
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(script_location))
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                # one migrator at a time across workers; released at the end of the transaction
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7277350143)")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(lock_id)})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(
-            f"{engine.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}: "
+            f"{label}{engine.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}: "
             f"{str(exc).splitlines()[0]}"
         ) from exc

@@ -62,10 +62,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_sync.central import schema as ledger_schema
-from cloud_sync.central.db import IMMEDIATE, DatabaseUnavailable, make_engine
+from cloud_sync.central.db import IMMEDIATE, make_engine, run_migrations
 from cloud_sync.central.vault_keys import (
     DATA_KEY_FILE,
     PRIVATE_KEY_FILE,
@@ -407,22 +406,7 @@ def make_vault_engine(url: str) -> Engine:
 
 def migrate_vault(engine: Engine, revision: str = "head") -> None:
     """Bring the vault's schema to ``revision`` (its own Alembic history and version table)."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(VAULT_MIGRATIONS))
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7277350144)")
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(
-            f"vault {engine.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
+    run_migrations(engine, VAULT_MIGRATIONS, lock_id=7277350144, revision=revision, label="vault ")
 
 
 def _sqlite_checkpoint(engine: Engine) -> None:
