@@ -147,9 +147,8 @@ class Responder:
                 tokens = [body["customer"]["token"]]
             for token in tokens:
                 wanted[(doc["store"], doc["node"], token)] = None
+        found = self._members.infos([token for _store, _node, token in wanted])
         return [
-            Outgoing(
-                f"{self._root}/{store}/{node}/cmd/member", msgspec.json.encode(self._members.info(token))
-            )
+            Outgoing(f"{self._root}/{store}/{node}/cmd/member", msgspec.json.encode(found[token]))
             for store, node, token in wanted
         ]

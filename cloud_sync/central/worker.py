@@ -122,6 +122,9 @@ class IngestWorker:
         if broker.tls:
             client.tls_set_context(self._cfg.ssl_context())
         client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # paho sends at most 20 QoS 1 messages before their PUBACKs by default: the member pushes after a
+        # batch (one per customer) would trickle out at 20 per broker round trip
+        client.max_inflight_messages_set(self._cfg.receive_maximum)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
