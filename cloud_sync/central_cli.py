@@ -204,11 +204,19 @@ def verify_cmd(pubkey: str, message: BinaryIO) -> None:
 
 
 # Command groups in their own modules, registered last (they import the helpers above).
-from cloud_sync.central.loyalty_cli import cards_group, loyalty_group  # noqa: E402
+from cloud_sync.central.loyalty_cli import cards_group, deadletters_group, loyalty_group  # noqa: E402
 from cloud_sync.central.report_cli import dashboard_cmd, report_cmd  # noqa: E402
 from cloud_sync.central.vault_cli import privacy_group, vault_group  # noqa: E402
 
-for _command in (report_cmd, dashboard_cmd, vault_group, privacy_group, loyalty_group, cards_group):
+for _command in (
+    report_cmd,
+    dashboard_cmd,
+    vault_group,
+    privacy_group,
+    loyalty_group,
+    cards_group,
+    deadletters_group,
+):
     cli.add_command(_command)
 
 

@@ -151,3 +151,39 @@ def test_card_lifecycle_lost_card_replacement_and_maintenance(tmp_path: Path, db
     maintained = central("loyalty", "maintain", "--db", db_url, data=data)
     assert json.loads(maintained.stdout) == {"expired_accounts": 0, "tiers_lowered": 0}
     engine.dispose()
+
+
+def test_dead_letters_of_an_unregistered_node_are_replayed_after_it_is_added(
+    tmp_path: Path, db_url: str
+) -> None:
+    engine = make_engine(db_url)
+    migrate(engine)
+    node = FakeNode()  # not registered yet: its events are dead-lettered, bytes kept
+    ingestor = Ingestor(engine, "retail/v1")
+    good = [node.incoming("sale", sale_body(f"RCPT-{i}", customer=token(7))) for i in range(3)]
+    garbage = node.incoming("sale", sale_body("RCPT-X"))
+    garbage = type(garbage)(garbage.topic, garbage.payload.replace(b'"sig":"', b'"sig":"AAAA'))
+    assert [o.reason for o in ingestor.ingest([*good, garbage])] == ["unknown-node"] * 4
+    listed = [
+        json.loads(x)
+        for x in central("deadletters", "list", "--db", db_url, data=tmp_path).stdout.splitlines()
+    ]
+    assert [x["reason"] for x in listed] == ["unknown-node"] * 4 and all(x["size"] > 300 for x in listed)
+    assert central("deadletters", "replay", "--db", db_url, data=tmp_path).returncode == 2  # ids or --reason
+
+    node.register(engine)
+    replayed = central("deadletters", "replay", "--db", db_url, "--reason", "unknown-node", data=tmp_path)
+    results = [json.loads(x) for x in replayed.stdout.splitlines()]
+    assert replayed.returncode == 1  # one failed again: the forged signature
+    assert [r["status"] for r in results] == ["stored", "stored", "stored", "dead"]
+    assert results[-1]["reason"] == "bad-signature"
+    assert balance(engine, token(7)) == 15
+    left = [
+        json.loads(x)
+        for x in central("deadletters", "list", "--db", db_url, data=tmp_path).stdout.splitlines()
+    ]
+    assert [(x["id"], x["reason"]) for x in left] == [(listed[-1]["id"], "bad-signature")]
+    again = central("deadletters", "replay", "--db", db_url, str(listed[0]["id"]), data=tmp_path)
+    assert again.returncode == 0 and again.stdout == ""  # already gone: nothing to do, nothing doubled
+    assert balance(engine, token(7)) == 15
+    engine.dispose()

@@ -81,6 +81,7 @@ class Outcome:
     event_type: str | None = None
     reason: Reason | None = None
     event_id: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,12 +200,15 @@ class Ingestor:
         return _Accepted(doc, event_type)
 
     # -- the transaction -----------------------------------------------------------------------------
-    def ingest(self, batch: Sequence[Incoming]) -> list[Outcome]:
-        """Check and commit ``batch`` in one transaction; an exception means nothing was committed."""
+    def ingest(self, batch: Sequence[Incoming], *, dead_letter: bool = True) -> list[Outcome]:
+        """Check and commit ``batch`` in one transaction; an exception means nothing was committed.
+
+        ``dead_letter=False`` (a replay of dead letters) reports failures without writing new letters.
+        """
         checked = [self._check(message) for message in batch]
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
-            outcomes, fresh = self._write(conn, batch, checked, now)
+            outcomes, fresh = self._write(conn, batch, checked, now, dead_letter=dead_letter)
         if self._on_commit is not None and fresh:
             # After the commit, outside the transaction: a consumer that fails (the vault database
             # down, say) cannot undo ingest; it catches up from the events table instead.
@@ -220,6 +224,8 @@ class Ingestor:
         batch: Sequence[Incoming],
         checked: Sequence[_Accepted | _Rejected],
         now: datetime,
+        *,
+        dead_letter: bool = True,
     ) -> tuple[list[Outcome], list[_Accepted]]:
         outcomes: list[Outcome | None] = [None] * len(batch)
         dead_rows = []
@@ -235,12 +241,12 @@ class Ingestor:
                         "payload": message.payload,
                     }
                 )
-                outcomes[i] = Outcome("dead", reason=result.reason)
+                outcomes[i] = Outcome("dead", reason=result.reason, detail=result.detail)
             elif result.doc["id"] in first_index:  # the same event twice in one batch
                 outcomes[i] = Outcome("duplicate", result.event_type, event_id=result.doc["id"])
             else:
                 first_index[result.doc["id"]] = i
-        if dead_rows:
+        if dead_rows and dead_letter:
             conn.execute(dead_letters.insert(), dead_rows)
 
         fresh: list[_Accepted] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import click
@@ -128,3 +129,58 @@ def unblock_cmd(ctx: click.Context, db: str | None, token: str) -> None:
     if not _service(ctx, db).block_card(_token(token), blocked=False):
         _fail("no such card", 1)
     click.echo("unblocked")
+
+
+@click.group("deadletters")
+def deadletters_group() -> None:
+    """Messages that could not be ingested, kept with their bytes: list them, replay them."""
+
+
+@deadletters_group.command("list")
+@click.option("--db", metavar="URL", help="Ledger database URL (overrides KIOSK_CENTRAL_DB__URL).")
+@click.option("--reason", help="Only this reason, e.g. unknown-node.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_context
+def deadletters_list(ctx: click.Context, db: str | None, reason: str | None, limit: int) -> None:
+    """The oldest dead letters first (JSON lines: id, received_at, topic, reason, detail, size)."""
+    from cloud_sync.central.deadletters import list_letters
+    from cloud_sync.central_cli import _engine, _settings
+
+    for letter in list_letters(_engine(_settings(ctx, db=db)), reason=reason, limit=limit):
+        click.echo(
+            json.dumps(
+                {
+                    "id": letter.id,
+                    "received_at": letter.received_at.isoformat(),
+                    "topic": letter.topic,
+                    "reason": letter.reason,
+                    "detail": letter.detail,
+                    "size": letter.size,
+                }
+            )
+        )
+
+
+@deadletters_group.command("replay")
+@click.option("--db", metavar="URL", help="Ledger database URL (overrides KIOSK_CENTRAL_DB__URL).")
+@click.option("--reason", help="Replay every letter of this reason (e.g. after 'nodes add': unknown-node).")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_context
+def deadletters_replay(ctx: click.Context, db: str | None, reason: str | None, ids: tuple[int, ...]) -> None:
+    """Ingest dead letters again (by id, or all of --reason); those that go in leave the table. Exit 1 if
+    any failed again."""
+    from cloud_sync.central.deadletters import replay
+    from cloud_sync.central.ingest import Ingestor
+    from cloud_sync.central_cli import _engine, _fail, _settings
+
+    if not ids and reason is None:
+        _fail("give letter ids, or --reason", 2)
+    settings = _settings(ctx, db=db)
+    engine = _engine(settings)
+    ingestor = Ingestor(engine, settings.mqtt.topic_root, program=settings.loyalty)
+    failed = 0
+    for result in replay(engine, ingestor, list(ids) or None, reason=reason):
+        failed += result.status == "dead"
+        click.echo(json.dumps({"id": result.id, "status": result.status, "reason": result.reason}))
+    if failed:
+        sys.exit(1)
