@@ -193,6 +193,8 @@ class SaleBody(_Body):
 
 
 RewardId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
+#: points a member chooses to spend on a variable reward (a partial redemption, e.g. a discount)
+SpendPoints = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
 
 
@@ -208,6 +210,8 @@ class RedemptionRequestBody(_Body):
     pos: PosId
     customer: SaleCustomer
     receipt: Receipt | None = None
+    #: for a variable reward: how many points to spend
+    points: SpendPoints | None = None
 
 
 class RedemptionBody(_Body):
@@ -223,6 +227,8 @@ class RedemptionBody(_Body):
     customer: SaleCustomer
     approval: Literal["central", "offline"]
     receipt: Receipt | None = None
+    #: for a variable reward: the points spent
+    points: SpendPoints | None = None
 
 
 class RedemptionReply(_Body):

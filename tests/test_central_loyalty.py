@@ -360,3 +360,34 @@ def test_a_name_that_cannot_be_shown_safely_is_cleaned_not_fatal(
     assert len(decoded.first_name) == 40 and "<" not in decoded.first_name
     nothing = MemberService(engine, LoyaltySection(), Names("<>\x00")).info(CARD)
     assert nothing.first_name is None and nothing.known and nothing.member_code == "M0000004275"
+
+
+def test_partial_redemption_spends_a_chosen_number_of_points(
+    engine: Engine, node: FakeNode, ingestor: Ingestor, service: MemberService
+) -> None:
+    join(ingestor, node)
+    sell(ingestor, node, "R-1", CARD, [line("Rug", 1, 35_000, "home", "RUG-1")])  # 350 points
+
+    def ask(n: int, reward: str, points: int | None) -> RedemptionReply:
+        body = msgspec.to_builtins(request(reward, n))
+        if points is not None:
+            body["points"] = points
+        return service.redeem("store-1", "node-1", msgspec.convert(body, RedemptionRequestBody))
+
+    # "points-off": 1.00 per 100 points, at least 100, in steps of 100
+    assert ask(1, "points-off", None).reason == "points-required"
+    assert ask(2, "points-off", 150).reason == "invalid-points"
+    assert ask(3, "points-off", 400).reason == "insufficient-points"
+    spent = ask(4, "points-off", 300)
+    assert (spent.approved, spent.points_balance) == (True, 50)
+    assert ask(5, "coffee", 999).reason == "invalid-points"  # a fixed reward has its own price
+    sell(ingestor, node, "R-2", CARD, [line("Vase", 1, 15_000, "home", "VASE-1")])  # +150 = 200
+    assert ask(6, "coffee", 150).approved  # naming its price is fine
+    assert balance(engine, MEMBER) == 50
+    # handed over offline with points (a till that knows better than to do this): booked as named
+    body = {**msgspec.to_builtins(request("points-off", 7)), "approval": "offline", "points": 200}
+    assert ingestor.ingest([node.incoming("redemption", body)])[0].status == "stored"
+    assert balance(engine, MEMBER) == -150
+    with engine.connect() as conn:
+        row = conn.execute(select(redemptions).where(redemptions.c.request_id == f"{7:032x}")).one()
+    assert (row.points, row.approval, row.reason) == (200, "offline", "offline")

@@ -268,7 +268,13 @@ def test_no_member_present(rig: Rig) -> None:
         ({}, "/reward"),
         ({"reward": "coffee", "receipt": "RC 1"}, "/receipt"),
         ({"reward": "coffee", "receipt": None}, "/receipt"),
-        ({"reward": "coffee", "points": 100}, "/points"),
+        ({"reward": "points-off", "points": 0}, "/points"),
+        ({"reward": "points-off", "points": -1}, "/points"),
+        ({"reward": "points-off", "points": 10_000_001}, "/points"),
+        ({"reward": "points-off", "points": 1.5}, "/points"),
+        ({"reward": "points-off", "points": True}, "/points"),
+        ({"reward": "points-off", "points": "500"}, "/points"),
+        ({"reward": "coffee", "pointz": 100}, "/pointz"),
         ({"reward": "<script>alert(1)</script>"}, "/reward"),
         ([1, 2], ""),
         ("coffee", ""),
@@ -280,6 +286,27 @@ def test_malformed_redemptions(rig: Rig, body: Any, field: str) -> None:
     assert reply.status_code == 422
     assert field in {e["field"] for e in reply.get_json()["errors"]}
     assert rig.responder.seen == []
+
+
+def test_a_partial_redemption_names_its_points_and_is_never_spent_offline(rig: Rig) -> None:
+    rig.tap()
+    reply = rig.redeem("RD-0020", {"reward": "points-off", "points": 300})
+    assert reply.status_code == 201, reply.get_json()
+    answer = reply.get_json()
+    assert answer["approved"] is True and answer["points"] == 300 and answer["approval"] == "central"
+    [request] = rig.responder.seen
+    assert request["body"]["points"] == 300
+    [event] = rig.events(1)
+    assert event["points"] == 300 and event["reward"] == "points-off"
+    # the same key with another number of points is another redemption: refused, not mixed up
+    assert rig.redeem("RD-0020", {"reward": "points-off", "points": 200}).status_code == 409
+    # no answer: a chosen number of points is not spent blind, though the allowance is still there
+    rig.responder.mode = "silent"
+    rig.tap()
+    blind = rig.redeem("RD-0021", {"reward": "points-off", "points": 300})
+    assert blind.status_code == 200 and blind.get_json()["reason"] == "timeout"
+    fixed = rig.redeem("RD-0022")
+    assert fixed.status_code == 201 and fixed.get_json()["approval"] == "offline"
 
 
 def test_unauthenticated_redemption_is_refused(rig: Rig) -> None:

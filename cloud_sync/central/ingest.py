@@ -363,8 +363,13 @@ class Ingestor:
         # below zero; later earning pays it back (docs/loyalty.md).
         account = self._account_for(conn, [body.customer.token, body.customer.code_token])
         reward = self.program.reward(body.reward)
-        cost = reward.points if reward is not None else 0
+        priced = reward.cost(body.points) if reward is not None else 0
+        # what the till handed over is booked: a variable reward at the points it names, even when the
+        # central receiver would have refused that number (the reason says so)
+        cost = priced if isinstance(priced, int) else (body.points or 0)
         reason = "offline" if body.approval == "offline" else "unrecorded-central-approval"
+        if isinstance(priced, str):
+            reason = priced
         if reward is None:
             reason = "unknown-reward"
             log.warning(

@@ -234,7 +234,8 @@ class MemberService:
                     select(members.c.member_token).where(members.c.member_token == member).with_for_update()
                 )
             reward = self._program.reward(request.reward)
-            cost = reward.points if reward is not None else 0
+            priced = reward.cost(request.points) if reward is not None else 0
+            cost = priced if isinstance(priced, int) else 0
             reason: str | None = None
             balance = self._balance(conn, member) if member is not None else None
             if blocked:
@@ -243,6 +244,8 @@ class MemberService:
                 reason = "not-a-member"
             elif reward is None:
                 reason = "unknown-reward"
+            elif isinstance(priced, str):
+                reason = priced
             elif (card := self._program.stamp_card_for_reward(reward.id)) is not None:
                 if self._stamp_state(conn, member)[card.id][2] < 1:
                     reason = "no-stamp-reward"

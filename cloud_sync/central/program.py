@@ -29,11 +29,29 @@ class TierRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Reward(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Something a member can take at the till: paid with points, or earned on a stamp card (0 points)."""
+    """Something a member can take at the till: paid with points, or earned on a stamp card (0 points).
+
+    A ``variable`` reward is a partial redemption: the till names how many points to spend (at least
+    ``points``, in steps of ``step``), e.g. 1.00 off per 100 points.
+    """
 
     id: Name
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f<>]*\Z")]
     points: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
+    variable: bool = False
+    step: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+
+    def cost(self, requested: int | None) -> int | str:
+        """The points this redemption costs, or the reason it cannot be taken as asked."""
+        if self.variable:
+            if requested is None:
+                return "points-required"
+            if requested < self.points or requested % self.step:
+                return "invalid-points"
+            return requested
+        if requested is not None and requested != self.points:
+            return "invalid-points"
+        return self.points
 
 
 class StampCard(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -58,6 +76,7 @@ def _rewards() -> list[Reward]:
         Reward("coffee", "Free coffee", 150),
         Reward("voucher-5", "5.00 voucher", 500),
         Reward("free-coffee", "Coffee card: free coffee", 0),
+        Reward("points-off", "Points off your purchase (1.00 per 100)", 100, variable=True, step=100),
     ]
 
 

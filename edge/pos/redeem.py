@@ -125,10 +125,18 @@ class OfflineAllowance:
             self._conn.close()
 
 
-def parse_redemption(raw: bytes) -> tuple[str, str | None]:
-    """The request body ``{"reward": "coffee", "receipt": "RC-1"?}``; SaleInvalid names each bad field."""
+MAX_SPEND_POINTS = 10_000_000
+
+
+def parse_redemption(raw: bytes) -> tuple[str, str | None, int | None]:
+    """The request body ``{"reward": "coffee", "receipt": "RC-1"?, "points": 500?}``; SaleInvalid names each
+    bad field. ``points`` is for a variable reward (the member spends a chosen number of points); whether
+    the reward takes it is the central receiver's decision."""
     doc, errors = small_object(
-        raw, frozenset({"reward", "receipt"}), 4096, "the body must be a JSON object of at most 4 KiB"
+        raw,
+        frozenset({"reward", "receipt", "points"}),
+        4096,
+        "the body must be a JSON object of at most 4 KiB",
     )
     if doc is None:
         raise SaleInvalid(errors)
@@ -138,9 +146,14 @@ def parse_redemption(raw: bytes) -> tuple[str, str | None]:
         errors.append(
             FieldError("/reward", "reward must be a reward id: 1-32 lower-case letters, digits, _ or -")
         )
+    points = doc.get("points")
+    if points is not None and (
+        not isinstance(points, int) or isinstance(points, bool) or not 1 <= points <= MAX_SPEND_POINTS
+    ):
+        errors.append(FieldError("/points", f"points must be an integer from 1 to {MAX_SPEND_POINTS:,}"))
     if errors:
         raise SaleInvalid(errors)
-    return str(reward), receipt
+    return str(reward), receipt, points
 
 
 class RedemptionService:
@@ -166,9 +179,9 @@ class RedemptionService:
 
     def redeem(self, pos_id: str, key: str, raw: bytes) -> RedemptionResult:
         """Approve (centrally or offline) and record, or decline with the reason."""
-        reward, receipt = parse_redemption(raw)
+        reward, receipt, points = parse_redemption(raw)
         scope_key = "redeem:" + key
-        fingerprint = hashlib.sha256(json.dumps([reward, receipt]).encode()).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps([reward, receipt, points]).encode()).hexdigest()
         with self._stripes[hash((pos_id, key)) % _STRIPES]:
             # a retry is answered from its receipt even when the member has left the till meanwhile
             stored = self._outbox.find_receipt(pos_id, scope_key)
@@ -181,9 +194,11 @@ class RedemptionService:
             customer = self._till.current()
             if customer is None:
                 raise NoMemberPresent("no member is present at this till: tap, scan or type their code first")
-            return self._decide(_Ask(pos_id, scope_key, fingerprint), reward, receipt, customer)
+            return self._decide(_Ask(pos_id, scope_key, fingerprint), reward, receipt, customer, points)
 
-    def _decide(self, ask: _Ask, reward: str, receipt: str | None, customer: Customer) -> RedemptionResult:
+    def _decide(
+        self, ask: _Ask, reward: str, receipt: str | None, customer: Customer, points: int | None = None
+    ) -> RedemptionResult:
         pos_id = ask.pos_id
         request_id = uuid.uuid4().hex
         who: dict[str, Any] = {"source": customer.source, "token": customer.token}
@@ -192,13 +207,16 @@ class RedemptionService:
         body: dict[str, Any] = {"request_id": request_id, "reward": reward, "pos": pos_id, "customer": who}
         if receipt is not None:
             body["receipt"] = receipt
+        if points is not None:
+            body["points"] = points
         request = self._outbox.seal_request("redemption_request", body)
         try:
             reply = decode_reply(self._request(self._topic, request.payload, self._timeout))
         except (RequestUnavailable, TimeoutError) as exc:
             why = "timeout" if isinstance(exc, TimeoutError) else "offline"
             log.warning("redemption %s: central receiver unavailable (%s)", request_id, exc)
-            if not self._allowance.take(customer.token):
+            # a chosen number of points is never spent blind: only fixed rewards have an offline allowance
+            if points is not None or not self._allowance.take(customer.token):
                 return self._declined(request_id, reward, why)
             log.info("redemption %s approved under the offline allowance", request_id)
             try:
@@ -237,6 +255,8 @@ class RedemptionService:
                 "approval": approval,
                 "event_id": message.id,
             }
+            if "points" in body:
+                answer["points"] = body["points"]
             if balance is not None:
                 answer["points_balance"] = balance
             answered[message.id] = json.dumps(answer, separators=(",", ":")).encode()
