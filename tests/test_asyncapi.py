@@ -734,8 +734,21 @@ REDEMPTION_REFUSED: list[tuple[str, dict[str, Any]]] = [
     *_both(customer={"source": "nfc", "token": TOKEN.upper()}),
     *_both(customer={"source": "nfc", "token": TOKEN, "uid": "04a224e2b55c80"}),  # raw UID: refused
     *_both(customer=TOKEN),
-    # unknown members
+    # points (a partial redemption): an integer from 1 to 10,000,000
+    *_both(points=0),
+    *_both(points=-1),
     *_both(points=-50),
+    *_both(points=10_000_001),
+    *_both(points=10**30),
+    *_both(points=1.5),
+    *_both(points=500.0),
+    *_both(points=True),
+    *_both(points=False),
+    *_both(points="5"),
+    *_both(points="500"),
+    *_both(points=[500]),
+    *_both(points={"points": 500}),
+    # unknown members
     *_both(member_name="Ayşe"),
     *_both(approved=True),
     ("redemption_request", {**_ASK, "approval": "central"}),  # the request does not know yet
@@ -986,6 +999,13 @@ BODY_CASES: list[tuple[str, dict[str, Any]]] = [
     *_both(reward="0", pos="0", receipt="0000"),
     *_both(customer={"source": "typed", "token": TOKEN}),
     *_both(customer={"source": "barcode", "token": TOKEN, "code_token": CODE_TOKEN}),
+    *_both(points=1),
+    *_both(points=500),
+    *_both(points=10_000_000),
+    *_both(points=None),  # the model drops it: never on the wire
+    *_both(points=300, receipt=_DELETE),
+    # the node never spends chosen points under the offline allowance; neither model nor schema can say so
+    ("redemption", {**_GIVEN, "approval": "offline", "points": 500}),
     *REDEMPTION_REFUSED,
     ("pickup", _PICKUP),
     ("pickup", _pickup(receipt=_DELETE)),  # not paid at the till
@@ -1140,6 +1160,13 @@ HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("redemption_request", ("body", "customer", "token"), TOKEN + "\n"),
     ("redemption_request", ("body", "approval"), "central"),
     ("redemption_request", ("body", "receipt"), "<script>"),
+    ("redemption_request", ("body", "points"), 0),
+    ("redemption_request", ("body", "points"), -1),
+    ("redemption_request", ("body", "points"), 10_000_001),
+    ("redemption_request", ("body", "points"), 1.5),
+    ("redemption_request", ("body", "points"), True),
+    ("redemption_request", ("body", "points"), "5"),
+    ("redemption_request", ("body", "points"), None),
     ("redemption", ("schema",), "retail.v1.redemption_request"),
     ("redemption", ("body", "approval"), "pending"),
     ("redemption", ("body", "approval"), _DELETE),
@@ -1148,6 +1175,11 @@ HOSTILE: list[tuple[str, tuple[str, ...], Any]] = [
     ("redemption", ("body", "customer", "uid"), "04a224e2b55c80"),
     ("redemption", ("body", "pos"), "pos-01\u2028"),
     ("redemption", ("body", "points"), -50),
+    ("redemption", ("body", "points"), 0),
+    ("redemption", ("body", "points"), 10_000_001),
+    ("redemption", ("body", "points"), 1.5),
+    ("redemption", ("body", "points"), True),
+    ("redemption", ("body", "points"), "5"),
     ("pickup", ("schema",), "retail.v1.reservation"),
     ("pickup", ("schema",), "retail.v1.sale"),
     ("pickup", ("sig",), _DELETE),
@@ -1210,6 +1242,22 @@ def test_float_and_malformed_json_on_the_wire_is_refused(old: str, new: str, sig
     assert old.encode() in payload
     with pytest.raises(ValidationError):
         validate_payload("retail/v1/s1/n1/event/status", payload.replace(old.encode(), new.encode(), 1))
+
+
+@pytest.mark.parametrize("kind", ["redemption_request", "redemption"])
+@pytest.mark.parametrize(
+    "points", [b"500.0", b"5e2", b"5.0e2", b"true", b'"500"', b"null", b"0", b"10000001"]
+)
+def test_points_other_than_an_integer_on_the_wire_are_refused(
+    kind: str, points: bytes, signing_key: SigningKey
+) -> None:
+    """A partial redemption's points, written as anything but an integer from 1 to 10,000,000, are refused."""
+    signer = Signer(signing_key, "s1", "n1")
+    payload = signer.seal(kind, 41, validate_body(kind, {**BODIES[kind], "points": 500})).payload
+    validate_payload(_topic(kind), payload)
+    assert payload.count(b'"points":500') == 1
+    with pytest.raises(ValidationError):
+        validate_payload(_topic(kind), payload.replace(b'"points":500', b'"points":' + points))
 
 
 @pytest.mark.parametrize("value", [1.5, 41.0, float("nan")])
@@ -1409,9 +1457,22 @@ def _reasons_in(path: str) -> set[str]:
     return set(re.findall(r'reason\s*=\s*"([a-z0-9_-]+)"', (ROOT / path).read_text(encoding="utf-8")))
 
 
+def _pricing_reasons() -> set[str]:
+    """The reasons ``Reward.cost`` refuses a request with (a variable reward's points, or a fixed one's)."""
+    from cloud_sync.central.program import Reward
+
+    variable = Reward("points-off", "Points off", 100, variable=True, step=100)
+    fixed = Reward("coffee", "Free coffee", 150)
+    priced = [variable.cost(None), variable.cost(50), variable.cost(250), fixed.cost(100), fixed.cost(150)]
+    return {reason for reason in priced if isinstance(reason, str)}
+
+
 def test_every_reason_the_central_receiver_declines_with_is_documented() -> None:
-    """The reasons in cloud_sync/central (members.py, responder.py) are in the reply schema's description."""
+    """The reasons in cloud_sync/central (members.py, responder.py, and the catalogue's pricing of a request)
+    are in the reply schema's description."""
     reasons = _reasons_in("cloud_sync/central/members.py") | _reasons_in("cloud_sync/central/responder.py")
+    assert _pricing_reasons() == {"points-required", "invalid-points"}
+    reasons |= _pricing_reasons()
     assert reasons >= {"insufficient-points", "unknown-reward", "card-blocked", "expired"}, reasons
     doc = load_document()
     description = doc["components"]["schemas"]["RedemptionReply"]["properties"]["reason"]["description"]
@@ -1421,6 +1482,32 @@ def test_every_reason_the_central_receiver_declines_with_is_documented() -> None
         validate_payload(_topic("redemption_reply"), _reply(approved=False, reason=reason))
     examples = {e.payload.get("reason") for e in iter_examples() if e.kind == "redemption_reply"}
     assert len(examples & reasons) >= 4  # most of them have an example, too
+
+
+def test_the_partial_redemption_examples_agree_with_each_other_and_the_catalogue() -> None:
+    """``partialRequest``, its reply and its ``partialRedemption`` event: one partial redemption, priced as
+    the central receiver's default catalogue prices it; the declines say what the catalogue says."""
+    from cloud_sync.central.program import LoyaltySection
+
+    catalogue = LoyaltySection()
+    request = _example("redemption_request", "partialRequest")["body"]
+    event = _example("redemption", "partialRedemption")["body"]
+    reply = _example("redemption_reply", "partialApproved")
+    reward = catalogue.reward(request["reward"])
+    assert reward is not None and reward.variable
+    assert reward.cost(request["points"]) == request["points"]
+    assert {k: v for k, v in event.items() if k != "approval"} == request
+    assert event["approval"] == "central"  # chosen points are never spent under the offline allowance
+    assert (reply["request_id"], reply["approved"]) == (request["request_id"], True)
+    assert reward.cost(250) == _example("redemption_reply", "invalidPoints")["reason"]
+    assert reward.cost(None) == _example("redemption_reply", "pointsRequired")["reason"]
+    assert _example("redemption_reply", "invalidPoints")["points_balance"] == (
+        reply["points_balance"] + request["points"]
+    )
+    for kind in ("redemption_request", "redemption"):
+        schema = _deref(load_document(), message_schema(kind)["properties"]["body"])
+        points = _deref(load_document(), schema["properties"]["points"])
+        assert (points["type"], points["minimum"], points["maximum"]) == ("integer", 1, 10_000_000)
 
 
 def test_reply_topic_is_any_nodes_but_only_its_shape() -> None:

@@ -35,6 +35,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from werkzeug.test import TestResponse
 
+from cloud_sync.central.program import LoyaltySection
 from cloud_sync.codes import make_reservation_code, normalize_member_code
 from cloud_sync.envelope import Signer, verify
 from cloud_sync.errors import OutboxClosed, OutboxFull
@@ -343,6 +344,8 @@ PIN = "246810"
 REDEMPTION_TOPIC = "retail/v1/store-1/node-1/request/redemption"
 REDEMPTION_TIMEOUT = 3.0
 TODAY = dt.date(2026, 11, 26)
+#: The central receiver's default rewards catalogue: ``points-off`` is variable (at least 100, steps of 100).
+CATALOGUE = LoyaltySection()
 
 
 @dataclass
@@ -350,7 +353,10 @@ class Central:
     """The central receiver's redemption responder (a ``Requester``): checks the signed request, answers.
 
     ``mode``: ``approve`` (with the balance after it), ``decline`` (``insufficient-points``), ``offline``
-    (the relay has no broker connection) or ``timeout`` (no answer in time).
+    (the relay has no broker connection) or ``timeout`` (no answer in time). When approving it prices the
+    request with the real catalogue, as the central receiver does: a variable reward's ``points`` (or a
+    fixed reward's) that the reward does not take are declined with its reason (``points-required``,
+    ``invalid-points``); a fixed reward costs 100 points here.
     """
 
     verify_key: VerifyKey
@@ -367,8 +373,22 @@ class Central:
             raise RequestUnavailable("not connected to the broker")
         if self.mode == "timeout":
             raise TimeoutError("no answer within 3 s")
-        if self.mode == "approve":
-            reply = {"request_id": request["request_id"], "approved": True, "points_balance": 1140}
+        reward = CATALOGUE.reward(request["reward"])
+        priced = reward.cost(request.get("points")) if reward is not None else 100
+        if self.mode == "approve" and (isinstance(priced, str) or request.get("points", 0) > MEMBER.points):
+            reply = {
+                "request_id": request["request_id"],
+                "approved": False,
+                "reason": priced if isinstance(priced, str) else "insufficient-points",
+                "points_balance": MEMBER.points,
+            }
+        elif self.mode == "approve":
+            spent = request.get("points", 100)
+            reply = {
+                "request_id": request["request_id"],
+                "approved": True,
+                "points_balance": MEMBER.points - spent,
+            }
         else:
             reply = {
                 "request_id": request["request_id"],
@@ -823,7 +843,7 @@ def test_redemption_answers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None
         response = node.call(path, method, json_body=body, headers=bad_key)
         assert response.get_json() == documented_example(path, method, 400)
     key = {"Idempotency-Key": "T1-20261126-0042-R6"}
-    invalid = node.call(path, method, json_body={"reward": "Free coffee", "points": 100}, headers=key)
+    invalid = node.call(path, method, json_body={"reward": "Free coffee", "points": 0}, headers=key)
     assert invalid.get_json() == documented_example(path, method, 422, "invalid")
     not_json = node.call(path, method, data=b"reward=free-coffee", headers=key)
     assert not_json.get_json() == documented_example(path, method, 422, "not-json")
@@ -845,6 +865,119 @@ def test_redemption_answers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None
     broken = node.call(path, method, json_body=body, headers=key)
     assert (broken.status_code, broken.headers["Retry-After"]) == (503, "5")
     _assert_all_statuses_produced(node, path, method)
+
+
+def test_partial_redemption_answers(node: Node) -> None:
+    """A variable reward with ``points``: approved and echoed, priced centrally, never offline."""
+    path, method = "/pos/v1/redemptions", "post"
+    examples = dict(request_examples(path, method))
+    body = examples["partial"]
+    assert CATALOGUE.reward(body["reward"]).variable  # type: ignore[union-attr]
+    node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
+
+    def ask(sent: dict[str, Any], n: int) -> TestResponse:
+        return node.call(path, method, json_body=sent, headers={"Idempotency-Key": f"T1-20261126-0043-R{n}"})
+
+    approved = ask(body, 1)
+    assert approved.status_code == 201
+    [asked] = node.central.asked
+    assert (asked["reward"], asked["points"], asked["receipt"]) == (
+        body["reward"],
+        body["points"],
+        body["receipt"],
+    )
+    answer = approved.get_json()
+    expected = documented_example(path, method, 201, "partial")
+    assert answer == {**expected, "request_id": asked["request_id"], "event_id": answer["event_id"]}
+    assert answer["points_balance"] == MEMBER.points - body["points"]
+    replay = ask(body, 1)
+    assert (replay.status_code, replay.get_json()) == (200, answer)
+    conflict = ask({**body, "points": body["points"] + 100}, 1)  # the same key, another number of points
+    documented = documented_example(path, method, 409, "receipt-conflict")
+    detail = documented["detail"].replace("T1-20261126-0042-R1", "T1-20261126-0043-R1")
+    assert conflict.get_json() == {**documented, "detail": detail}
+    assert len(node.central.asked) == 1
+
+    off_step = ask({**body, "points": 250}, 2)
+    assert off_step.status_code == 200
+    assert off_step.get_json() == {
+        **documented_example(path, method, 200, "invalid-points"),
+        "request_id": node.central.asked[-1]["request_id"],
+    }
+    no_points = ask({k: v for k, v in body.items() if k != "points"}, 3)
+    assert (no_points.get_json()["approved"], no_points.get_json()["reason"]) == (False, "points-required")
+    fixed_with_points = ask({"reward": "free-coffee", "points": 300}, 4)
+    assert fixed_with_points.get_json()["reason"] == "invalid-points"
+
+    # a chosen number of points is never spent under the offline allowance, though today's is unused
+    for n, mode in enumerate(("offline", "timeout"), start=5):
+        node.central.mode = mode
+        declined = ask(body, n)
+        assert declined.status_code == 200
+        assert declined.get_json() == {
+            **documented_example(path, method, 200, mode),
+            "reward": body["reward"],
+            "request_id": node.central.asked[-1]["request_id"],
+        }
+    node.central.mode = "offline"
+    fixed = ask(examples["reward-only"], 7)  # the allowance is still there for a fixed reward
+    assert (fixed.status_code, fixed.get_json()["approval"]) == (201, "offline")
+    assert "points" not in fixed.get_json()
+
+
+#: ``points`` the node refuses (and the document's schema too): not an integer from 1 to 10,000,000.
+HOSTILE_POINTS: list[Any] = [0, -1, 10_000_001, 1.5, True, "5", 10**30, [300], {"points": 300}]
+
+
+@pytest.mark.parametrize("points", [*HOSTILE_POINTS, 300.0], ids=repr)
+def test_hostile_points_are_refused_by_the_node_and_the_schema(node: Node, points: Any) -> None:
+    path, method = "/pos/v1/redemptions", "post"
+    body = {**dict(request_examples(path, method))["partial"], "points": points}
+    schema = pointer("paths", path, method, "requestBody", "content", "application/json", "schema")
+    # JSON Schema cannot tell 300.0 from 300 (the overview says so for money): only the node refuses it
+    whole_float = isinstance(points, float) and points.is_integer()
+    assert bool(list(validator_at(schema).iter_errors(body))) is not whole_float, points
+    node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
+    refused = node.call(path, method, json_body=body, headers={"Idempotency-Key": "T1-20261126-0044-R1"})
+    assert refused.status_code == 422
+    documented = documented_example(path, method, 422, "invalid")
+    [points_error] = [e for e in documented["errors"] if e["field"] == "/points"]
+    assert refused.get_json() == {**documented, "detail": "1 problem(s)", "errors": [points_error]}
+    assert node.central.asked == [], "nothing is asked for a refused body"
+
+
+def test_null_points_are_no_points(node: Node) -> None:
+    """The node reads ``"points": null`` as no points (the document says so): asked and answered alike."""
+    path, method = "/pos/v1/redemptions", "post"
+    body = {**dict(request_examples(path, method))["partial"], "points": None}
+    schema = pointer("paths", path, method, "requestBody", "content", "application/json", "schema")
+    assert_valid(body, schema, "points=null")
+    node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
+    key = {"Idempotency-Key": "T1-20261126-0046-R1"}
+    declined = node.call(path, method, json_body=body, headers=key)
+    assert "points" not in node.central.asked[-1]
+    assert declined.get_json()["reason"] == "points-required"
+    fixed = node.call(path, method, json_body={"reward": "free-coffee", "points": None}, headers=key)
+    assert fixed.status_code == 201
+    assert "points" not in fixed.get_json()
+    same = node.call(path, method, json_body={"reward": "free-coffee"}, headers=key)
+    assert (same.status_code, same.get_json()) == (200, fixed.get_json()), "the same request: a replay"
+
+
+@pytest.mark.parametrize("points", [1, 100, 10_000_000])
+def test_points_within_the_bounds_reach_the_central_receiver(node: Node, points: int) -> None:
+    path, method = "/pos/v1/redemptions", "post"
+    body = {**dict(request_examples(path, method))["partial"], "points": points}
+    schema = pointer("paths", path, method, "requestBody", "content", "application/json", "schema")
+    assert_valid(body, schema, f"points={points}")
+    node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
+    answer = node.call(path, method, json_body=body, headers={"Idempotency-Key": "T1-20261126-0045-R1"})
+    [asked] = node.central.asked
+    assert asked["points"] == points
+    # 100 is the reward's minimum and step; 1 is below it; 10,000,000 is more than the member has
+    assert answer.get_json()["approved"] is (points == 100), answer.get_json()
+    if points != 100:
+        assert answer.get_json()["reason"] == ("invalid-points" if points == 1 else "insufficient-points")
 
 
 def test_pickup_answers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
