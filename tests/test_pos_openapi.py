@@ -946,24 +946,6 @@ def test_hostile_points_are_refused_by_the_node_and_the_schema(node: Node, point
     assert node.central.asked == [], "nothing is asked for a refused body"
 
 
-def test_null_points_are_no_points(node: Node) -> None:
-    """The node reads ``"points": null`` as no points (the document says so): asked and answered alike."""
-    path, method = "/pos/v1/redemptions", "post"
-    body = {**dict(request_examples(path, method))["partial"], "points": None}
-    schema = pointer("paths", path, method, "requestBody", "content", "application/json", "schema")
-    assert_valid(body, schema, "points=null")
-    node.call("/pos/v1/till/customer", "post", json_body={"member_code": MEMBER.member_code})
-    key = {"Idempotency-Key": "T1-20261126-0046-R1"}
-    declined = node.call(path, method, json_body=body, headers=key)
-    assert "points" not in node.central.asked[-1]
-    assert declined.get_json()["reason"] == "points-required"
-    fixed = node.call(path, method, json_body={"reward": "free-coffee", "points": None}, headers=key)
-    assert fixed.status_code == 201
-    assert "points" not in fixed.get_json()
-    same = node.call(path, method, json_body={"reward": "free-coffee"}, headers=key)
-    assert (same.status_code, same.get_json()) == (200, fixed.get_json()), "the same request: a replay"
-
-
 @pytest.mark.parametrize("points", [1, 100, 10_000_000])
 def test_points_within_the_bounds_reach_the_central_receiver(node: Node, points: int) -> None:
     path, method = "/pos/v1/redemptions", "post"

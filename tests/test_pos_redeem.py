@@ -274,6 +274,7 @@ def test_no_member_present(rig: Rig) -> None:
         ({"reward": "points-off", "points": 1.5}, "/points"),
         ({"reward": "points-off", "points": True}, "/points"),
         ({"reward": "points-off", "points": "500"}, "/points"),
+        ({"reward": "points-off", "points": None}, "/points"),
         ({"reward": "coffee", "pointz": 100}, "/pointz"),
         ({"reward": "<script>alert(1)</script>"}, "/reward"),
         ([1, 2], ""),

@@ -147,7 +147,7 @@ def parse_redemption(raw: bytes) -> tuple[str, str | None, int | None]:
             FieldError("/reward", "reward must be a reward id: 1-32 lower-case letters, digits, _ or -")
         )
     points = doc.get("points")
-    if points is not None and (
+    if "points" in doc and (  # null is refused like a null receipt: leave the member out instead
         not isinstance(points, int) or isinstance(points, bool) or not 1 <= points <= MAX_SPEND_POINTS
     ):
         errors.append(FieldError("/points", f"points must be an integer from 1 to {MAX_SPEND_POINTS:,}"))
