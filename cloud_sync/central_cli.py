@@ -28,7 +28,9 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _settings(ctx: click.Context, *, db: str | None = None, broker: str | None = None) -> Any:
+def _settings(
+    ctx: click.Context, *, db: str | None = None, broker: str | None = None, vault: str | None = None
+) -> Any:
     from cloud_sync.central.config import load_central_settings
 
     overrides = {}
@@ -36,8 +38,13 @@ def _settings(ctx: click.Context, *, db: str | None = None, broker: str | None =
         overrides["KIOSK_CENTRAL_DB__URL"] = db
     if broker:
         overrides["KIOSK_CENTRAL_MQTT__URL"] = broker
+    if vault:
+        overrides["KIOSK_CENTRAL_VAULT__URL"] = vault
+    root = ctx.find_root().obj
     try:
-        return load_central_settings(ctx.obj["config"], {**os.environ, **overrides})
+        return load_central_settings(
+            root.get("config") if isinstance(root, dict) else None, {**os.environ, **overrides}
+        )
     except ConfigError as exc:
         _fail(str(exc), 2)
 

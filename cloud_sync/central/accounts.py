@@ -10,19 +10,11 @@ because the ledger is append-only.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_sync.central.db import upsert
 from cloud_sync.central.schema import cards, ledger, stamps
-
-
-def upsert(conn: Connection, table: Any) -> postgresql.Insert | sqlite.Insert:
-    """The dialect's INSERT, which knows ``ON CONFLICT``."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def add_stamps(conn: Connection, units: dict[tuple[str, str], int]) -> None:

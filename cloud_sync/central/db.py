@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_sync.errors import CloudSyncError
 
@@ -39,6 +40,13 @@ def _sqlite_begin(conn: Connection) -> None:
     # reads and then writes on what it read: a redemption's balance check and debit.
     immediate = conn.get_execution_options().get(IMMEDIATE, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def upsert(conn: Connection, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT, which knows ``ON CONFLICT`` (both databases the receiver runs on)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def make_engine(url: str, *, pool_size: int = 4) -> Engine:

@@ -28,7 +28,8 @@ import msgspec
 from nacl.signing import VerifyKey
 from sqlalchemy import Connection, Engine, func, select
 
-from cloud_sync.central.accounts import add_stamps, bind_token, upsert
+from cloud_sync.central.accounts import add_stamps, bind_token
+from cloud_sync.central.db import upsert
 from cloud_sync.central.program import LoyaltySection
 from cloud_sync.central.schema import (
     cards,
@@ -140,9 +141,6 @@ class NodeKeys:
 
 def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-_upsert = upsert
 
 
 class Ingestor:
@@ -268,7 +266,7 @@ class Ingestor:
                         "body": doc["body"],
                     }
                 )
-            stmt = _upsert(conn, events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
+            stmt = upsert(conn, events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
             inserted = {row[0] for row in conn.execute(stmt, rows)}
             for event_id, i in first_index.items():
                 accepted = checked[i]
@@ -287,7 +285,7 @@ class Ingestor:
         return [o for o in outcomes if o is not None], fresh
 
     def _count(self, conn: Connection, increments: dict[str, int]) -> None:
-        stmt = _upsert(conn, counters)
+        stmt = upsert(conn, counters)
         stmt = stmt.on_conflict_do_update(
             index_elements=["name"], set_={"value": counters.c.value + stmt.excluded.value}
         )
@@ -301,7 +299,7 @@ class Ingestor:
         least, greatest = (
             (func.least, func.greatest) if conn.dialect.name == "postgresql" else (func.min, func.max)
         )
-        stmt = _upsert(conn, node_progress)
+        stmt = upsert(conn, node_progress)
         stmt = stmt.on_conflict_do_update(
             index_elements=["store", "node"],
             set_={
@@ -419,7 +417,7 @@ class Ingestor:
         return present[0]
 
     def _touch_cards(self, conn: Connection, seen: dict[str, tuple[datetime, str]]) -> None:
-        stmt = _upsert(conn, cards)
+        stmt = upsert(conn, cards)
         stmt = stmt.on_conflict_do_update(
             index_elements=["token"],
             set_={"last_seen": stmt.excluded.last_seen, "last_store": stmt.excluded.last_store},
@@ -443,7 +441,7 @@ class Ingestor:
         body = msgspec.convert(doc["body"], SignupBody)
         joined = _parse_ts(doc["ts"])
         conn.execute(
-            _upsert(conn, members).on_conflict_do_nothing(index_elements=["member_token"]),
+            upsert(conn, members).on_conflict_do_nothing(index_elements=["member_token"]),
             {
                 "member_token": body.member_token,
                 "joined_at": joined,

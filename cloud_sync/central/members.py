@@ -116,10 +116,15 @@ class MemberService:
                 .group_by(redemptions.c.reward)
             ).all()
         )
+        return self._stamps_from({str(c): int(n) for c, n in units.items()}, taken)
+
+    def _stamps_from(self, units: dict[str, int], taken: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+        """The stamp-card rule (docs/loyalty.md) from net units per card and approved redemptions per
+        reward: card id -> (progress, stamps needed, rewards left)."""
         state: dict[str, tuple[int, int, int]] = {}
         for card in self._program.stamp_cards:
-            net = max(0, int(units.get(card.id, 0)))
-            left = max(0, net // card.stamps - int(taken.get(card.reward, 0)))
+            net = max(0, units.get(card.id, 0))
+            left = max(0, net // card.stamps - taken.get(card.reward, 0))
             state[card.id] = (net % card.stamps, card.stamps, left)
         return state
 
@@ -133,8 +138,8 @@ class MemberService:
         by_token = {row.token: row for row in rows}
         accounts = sorted({r.member_token for r in rows if r.member_token is not None and r.tier is not None})
         balances: dict[str, int] = {}
-        units: dict[tuple[str, str], int] = {}
-        taken: dict[tuple[str, str], int] = {}
+        units: dict[str, dict[str, int]] = {}  # account -> card -> net units
+        taken: dict[str, dict[str, int]] = {}  # account -> reward -> approved redemptions
         if accounts:
             balances = {
                 a: int(v)
@@ -144,22 +149,16 @@ class MemberService:
                     .group_by(ledger.c.account)
                 ).all()
             }
-            units = {
-                (a, c): int(n)
-                for a, c, n in conn.execute(
-                    select(stamps.c.account, stamps.c.card, stamps.c.units).where(
-                        stamps.c.account.in_(accounts)
-                    )
-                ).all()
-            }
-            taken = {
-                (a, r): int(n)
-                for a, r, n in conn.execute(
-                    select(redemptions.c.account, redemptions.c.reward, func.count())
-                    .where(redemptions.c.account.in_(accounts), redemptions.c.approved.is_(True))
-                    .group_by(redemptions.c.account, redemptions.c.reward)
-                ).all()
-            }
+            for a, c, n in conn.execute(
+                select(stamps.c.account, stamps.c.card, stamps.c.units).where(stamps.c.account.in_(accounts))
+            ).all():
+                units.setdefault(a, {})[c] = int(n)
+            for a, r, n in conn.execute(
+                select(redemptions.c.account, redemptions.c.reward, func.count())
+                .where(redemptions.c.account.in_(accounts), redemptions.c.approved.is_(True))
+                .group_by(redemptions.c.account, redemptions.c.reward)
+            ).all():
+                taken.setdefault(a, {})[r] = int(n)
         out: dict[str, MemberInfo] = {}
         for token in tokens:
             row = by_token.get(token)
@@ -169,11 +168,7 @@ class MemberService:
                 continue
             member = row.member_token
             points = balances.get(member, 0)
-            stamp_state: dict[str, tuple[int, int, int]] = {}
-            for card in self._program.stamp_cards:
-                net = max(0, units.get((member, card.id), 0))
-                left = max(0, net // card.stamps - taken.get((member, card.reward), 0))
-                stamp_state[card.id] = (net % card.stamps, card.stamps, left)
+            stamp_state = self._stamps_from(units.get(member, {}), taken.get(member, {}))
             rewards = [r.id for r in self._program.rewards if r.points and r.points <= points]
             rewards += [card.reward for card in self._program.stamp_cards if stamp_state[card.id][2] > 0]
             named = self._names.display_name(member) if self._names is not None else None

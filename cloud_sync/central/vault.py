@@ -61,10 +61,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_sync.central import schema as ledger_schema
-from cloud_sync.central.db import IMMEDIATE, make_engine, run_migrations
+from cloud_sync.central.db import IMMEDIATE, make_engine, run_migrations, upsert
 from cloud_sync.central.vault_keys import (
     DATA_KEY_FILE,
     PRIVATE_KEY_FILE,
@@ -313,10 +312,6 @@ def _event_type(doc: Mapping[str, Any]) -> str:
 
 def _aad(member_code: str) -> bytes:
     return b"kiosk-central/vault/people/v1\x00" + member_code.encode("ascii")
-
-
-def _upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def _chunks(items: Sequence[str], size: int = _PAGE) -> Iterator[Sequence[str]]:
@@ -574,7 +569,7 @@ class PiiVault:
             current = conn.execute(select(vault_state.c.data_key_id).where(vault_state.c.id == 1)).scalar()
             if current is None:  # a new vault: the key ring's first key encrypts
                 conn.execute(
-                    _upsert(conn, vault_state).on_conflict_do_nothing(),
+                    upsert(conn, vault_state).on_conflict_do_nothing(),
                     {"id": 1, "data_key_id": self._keyring.current.key_id, "updated_at": datetime.now(UTC)},
                 )
                 current = conn.execute(
@@ -722,7 +717,7 @@ class PiiVault:
             conn.execute(update(absorbed).where(absorbed.c.event_id == str(doc["id"])).values(**values))
         else:
             conn.execute(
-                _upsert(conn, absorbed).on_conflict_do_nothing(index_elements=["event_id"]),
+                upsert(conn, absorbed).on_conflict_do_nothing(index_elements=["event_id"]),
                 {"event_id": str(doc["id"]), "event_type": _event_type(doc)[:32], **values},
             )
 
@@ -764,7 +759,7 @@ class PiiVault:
             return "failed", "member-code-conflict", "code or token already belongs to another member"
         record["language"] = body.language
         conn.execute(
-            _upsert(conn, people).on_conflict_do_nothing(),
+            upsert(conn, people).on_conflict_do_nothing(),
             {
                 "member_code": code,
                 "member_token": body.member_token,
@@ -808,7 +803,7 @@ class PiiVault:
             }
             for channel in CHANNELS
         ]
-        stmt = _upsert(step.conn, consents).on_conflict_do_nothing(index_elements=["event_id", "channel"])
+        stmt = upsert(step.conn, consents).on_conflict_do_nothing(index_elements=["event_id", "channel"])
         step.report.consents += sum(step.conn.execute(stmt, row).rowcount or 0 for row in rows)
 
     def _erased_tokens(self, conn: Connection, tokens: Sequence[str]) -> set[str]:
@@ -1195,7 +1190,7 @@ class PiiVault:
     # -- erasure ---------------------------------------------------------------------------------------------
     def _erase_in_vault(self, conn: Connection, code: str, token: str, now: datetime) -> None:
         conn.execute(
-            _upsert(conn, erasures).on_conflict_do_nothing(),
+            upsert(conn, erasures).on_conflict_do_nothing(),
             {"member_code": code, "member_token": token, "erased_at": now},
         )
         conn.execute(delete(people).where(people.c.member_code == code))
@@ -1301,7 +1296,7 @@ class PiiVault:
                     "attempted_at": now,
                     "delivered_at": now if status == "delivered" else None,
                 }
-                stmt = _upsert(conn, erasure_notices)
+                stmt = upsert(conn, erasure_notices)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["member_code", "store", "node"],
                     set_={

@@ -36,22 +36,9 @@ def _fail(message: str, code: int) -> NoReturn:
 def _settings(
     ctx: click.Context, *, db: str | None = None, broker: str | None = None, vault: str | None = None
 ) -> Any:
-    from cloud_sync.central.config import load_central_settings
-    from cloud_sync.settings import ConfigError
+    from cloud_sync.central_cli import _settings as load
 
-    overrides = {}
-    if db:
-        overrides["KIOSK_CENTRAL_DB__URL"] = db
-    if broker:
-        overrides["KIOSK_CENTRAL_MQTT__URL"] = broker
-    if vault:
-        overrides["KIOSK_CENTRAL_VAULT__URL"] = vault
-    root = ctx.find_root().obj
-    config = root.get("config") if isinstance(root, dict) else None
-    try:
-        settings = load_central_settings(config, {**os.environ, **overrides})
-    except ConfigError as exc:
-        _fail(str(exc), 2)
+    settings = load(ctx, db=db, broker=broker, vault=vault)
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return settings
 

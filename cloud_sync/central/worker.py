@@ -204,10 +204,16 @@ class IngestWorker:
         self._client.publish(outgoing.topic, outgoing.payload, qos=1, properties=props)
 
     def _ack_one(self, delivery: _Delivery) -> None:
+        """PUBACK one delivery, unless its connection is gone (its id would name another message now)."""
+        if delivery.qos == 0:
+            return
         with self._lock:
             current = self._generation
-        if delivery.qos and delivery.generation == current:
-            self._client.ack(delivery.mid, delivery.qos)
+        if delivery.generation != current:
+            self.counters.not_acked_stale += 1  # redelivered on the new connection; dedup absorbs it
+            return
+        self._client.ack(delivery.mid, delivery.qos)
+        self.counters.acked += 1
 
     def _run_requests(self) -> None:
         assert self._responder is not None
@@ -279,16 +285,8 @@ class IngestWorker:
             return outcomes
 
     def _ack(self, batch: list[_Delivery]) -> None:
-        with self._lock:
-            current = self._generation
         for delivery in batch:
-            if delivery.qos == 0:
-                continue
-            if delivery.generation != current:
-                self.counters.not_acked_stale += 1  # redelivered on the new connection; dedup absorbs it
-                continue
-            self._client.ack(delivery.mid, delivery.qos)
-            self.counters.acked += 1
+            self._ack_one(delivery)
 
     def _run(self) -> None:
         while not self._stop.is_set():
